@@ -92,6 +92,27 @@ class Supernet(nn.Module):
         for m in mods:
             yield from m.parameters()
 
+    # -- strict-fair step --------------------------------------------------------------------------
+    def fair_step(self, x, y, archs, criterion=None, reduction: str = "mean") -> dict:
+        """Forward and backward of every path in ``archs`` on the same batch, accumulating gradients.
+
+        The optimizer step is the caller's. ``reduction="mean"`` scales each path's loss by 1/m so the
+        update has the size of one path's gradient (the default; ``"sum"`` needs a ~m-times smaller
+        learning rate). Returns per-path ``loss`` (unscaled) and ``correct`` counts as tensors of shape (m,).
+        """
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        criterion = criterion or nn.functional.cross_entropy
+        scale = 1.0 / len(archs) if reduction == "mean" else 1.0
+        losses, correct = [], []
+        for arch in archs:
+            logits = self(x, arch)
+            loss = criterion(logits, y)
+            (loss * scale).backward()
+            losses.append(loss.detach())
+            correct.append((logits.detach().argmax(1) == y).sum())
+        return {"loss": torch.stack(losses), "correct": torch.stack(correct)}
+
     # -- stand-alone extraction ------------------------------------------------------------------
     def extract(self, arch) -> ScarletNet:
         """The one-shot model ``arch`` as a stand-alone ``ScarletNet`` holding a copy of the shared weights."""
