@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["count_madds", "count_params", "paper_millions", "CostTable", "cost_table", "arch_madds",
@@ -35,13 +36,25 @@ def _count(module: nn.Module, x: torch.Tensor) -> int:
     was_training = module.training
     module.eval()
     try:
-        p = next(module.parameters(), None)
-        x = x.to(p.device if p is not None else "cpu")
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            module(x)
+        try:  # shapes are all the counter needs: run on the meta device (no arithmetic, ~10x faster)
+            return _flops(lambda: functional_call(module, _meta_state(module), (x.to("meta"),))) // 2
+        except (NotImplementedError, RuntimeError):  # a forward that needs real values
+            p = next(module.parameters(), None)
+            x = x.to(p.device if p is not None else "cpu")
+            return _flops(lambda: module(x)) // 2
     finally:
         module.train(was_training)
-    return counter.get_total_flops() // 2
+
+
+def _meta_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    named = list(module.named_parameters()) + list(module.named_buffers())
+    return {name: torch.empty_like(t, device="meta") for name, t in named}
+
+
+def _flops(run) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops()
 
 
 def count_params(model: nn.Module) -> int:
