@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..evaluation import accuracy, evaluate_path, recalibrate_bn
+from ..evaluation import accuracy, evaluate_path
 from ..space import CHOICES, NUM_LAYERS, SPACE_SE, Architecture, SearchSpace
 
 __all__ = ["CheapEvaluator", "SupernetEvaluator"]
@@ -107,32 +107,38 @@ class SupernetEvaluator:
     @torch.no_grad()
     def _walk(self, archs, at_leaf) -> dict:
         net = self.supernet
-        saved = {k: v.clone() for k, v in net.state_dict().items() if "running" in k or "num_batches" in k}
         was_training = net.training
+        saved: dict = {}  # BN statistics of the modules the walk touches, restored at the end
         results: dict = {}
         try:
             net.eval()
             calib, evals = self._through(net.stem_forward, [net.stem, net.separable_conv],
-                                         [x for x, _ in self.calib], [x for x, _ in self.eval_batches])
-            self._descend(sorted({a.choices for a in archs}), 0, calib, evals, at_leaf, results)
+                                         [x for x, _ in self.calib], [x for x, _ in self.eval_batches], saved)
+            self._descend(sorted({a.choices for a in archs}), 0, calib, evals, at_leaf, results, saved)
         finally:
-            net.load_state_dict(saved, strict=False)
+            for bn, buffers in saved.values():
+                for name, value in buffers.items():
+                    getattr(bn, name).copy_(value)
             net.train(was_training)
         return results
 
-    def _descend(self, group, depth, calib, evals, at_leaf, results) -> None:
+    def _descend(self, group, depth, calib, evals, at_leaf, results, saved) -> None:
         if depth == NUM_LAYERS:
-            results[group[0]] = at_leaf(calib, evals)
+            results[group[0]] = at_leaf(calib, evals, saved)
             return
         for choice, members in groupby(group, key=lambda c: c[depth]):
             module = self.supernet.layers[depth][choice]
-            child_calib, child_evals = self._through(module, [module], calib, evals)
-            self._descend(list(members), depth + 1, child_calib, child_evals, at_leaf, results)
+            child_calib, child_evals = self._through(module, [module], calib, evals, saved)
+            self._descend(list(members), depth + 1, child_calib, child_evals, at_leaf, results, saved)
 
     @staticmethod
-    def _through(forward, modules, calib, evals):
+    def _through(forward, modules, calib, evals, saved):
         """Recalibrate the BNs of ``modules`` on ``calib`` inputs, then run ``evals`` in eval mode."""
         bns = [bn for m in modules for bn in _batchnorms(m)]
+        for bn in bns:
+            if id(bn) not in saved:
+                saved[id(bn)] = (bn, {name: getattr(bn, name).clone() for name in
+                                      ("running_mean", "running_var", "num_batches_tracked")})
         momenta = [bn.momentum for bn in bns]
         for bn in bns:
             bn.reset_running_stats()
@@ -146,15 +152,15 @@ class SupernetEvaluator:
                 bn.eval()
         return calib_out, [forward(x) for x in evals]
 
-    def _head_recalibrated(self, calib):
-        net = self.supernet
-        recalibrate_bn(net.conv_before_pooling, net.conv_before_pooling, [(x,) for x in calib])
-        net.conv_before_pooling.eval()
+    def _head(self, calib, evals, saved):
+        """Recalibrate the head's BN on the path's calibration activations; held-out logits per batch."""
+        head = self.supernet.conv_before_pooling
+        self._through(head, [head], calib, [], saved)
+        return [self.supernet.head_forward(x) for x in evals]
 
-    def _accuracy_at_leaf(self, calib, evals) -> float:
-        self._head_recalibrated(calib)
-        return accuracy(self.supernet.head_forward, [(x, y) for x, (_, y) in zip(evals, self.eval_batches)])[0]
+    def _accuracy_at_leaf(self, calib, evals, saved) -> float:
+        logits = iter(self._head(calib, evals, saved))  # one per held-out batch, in order
+        return accuracy(lambda _: next(logits), self.eval_batches)[0]
 
-    def _logits_at_leaf(self, calib, evals) -> torch.Tensor:
-        self._head_recalibrated(calib)
-        return torch.cat([self.supernet.head_forward(x) for x in evals])
+    def _logits_at_leaf(self, calib, evals, saved) -> torch.Tensor:
+        return torch.cat(self._head(calib, evals, saved))
