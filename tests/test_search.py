@@ -307,3 +307,22 @@ def test_search_with_supernet_evaluator_runs(tiny_supernet_and_batches):
     assert (fresh.evaluator == "supernet-shared-prefix").all()
     check = fresh.iloc[0]
     assert check.accuracy == evaluate_path(net, Architecture.parse(check.choices), calib, evals)
+
+
+def test_madds_limit_scales_with_input_size_and_width():
+    from scarlet_lib.models import SCARLET_A, ScarletNet
+    from scarlet_lib.profiling import count_madds
+    from scarlet_lib.search import scaled_madds_limit
+
+    assert scaled_madds_limit(500e6) == pytest.approx(500e6, rel=1e-12)
+    options = dict(input_size=32, width_mult=0.5, small_input=True, num_classes=10)
+    # independent reference: whole-model counts of SCARLET-A under both settings
+    ratio = (count_madds(ScarletNet(SCARLET_A, num_classes=10, width_mult=0.5, small_input=True), 32)
+             / count_madds(ScarletNet(SCARLET_A), 224))
+    limit = scaled_madds_limit(500e6, **options)
+    assert limit == pytest.approx(500e6 * ratio, rel=1e-12) and limit < 500e6
+    # the default search counts with these settings and applies the scaled limit
+    result = run_search(CheapEvaluator(0), SearchConfig(population=8, generations=2, **options), seed=0,
+                        progress=False)
+    assert (result.table.madds_limit == limit).all()
+    assert (result.table.feasible == (result.table.madds <= limit)).all()
