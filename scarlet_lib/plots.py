@@ -1,0 +1,500 @@
+"""One function per paper figure, drawn from the tidy tables that training and search write.
+
+* ``draw_architecture`` / ``figure4``: architecture diagrams in the style of the paper's Figure 4
+  (colour = kernel size, box height = expansion rate, thick outline = SE, dashed lines at the
+  downsampling points, feature-map shape above; identity slots drawn as empty dashed boxes).
+* ``figure1``: supernet stability, identity vs LET (top: running training accuracy of the sampled
+  paths per epoch/block, held-out accuracy after BN recalibration; bottom: last-block histograms,
+  stratified).
+* ``figure3``: stand-alone training curves of the ablation arms.
+* ``figure5``: feature-map grids, every choice at one layer, identity vs LET supernets.
+* ``pareto_fronts``: the search's fronts per generation, picked models, SCARLET-A/B/C on the cost axes.
+
+All figures are saved through ``save_figure`` (PNG and PDF). A figure whose supernets are not yet
+well above chance carries a visible warning instead of being presented as a finding
+(``not_a_finding_banner``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+if not os.environ.get("DISPLAY") and "ipykernel" not in matplotlib.get_backend().lower() \
+        and "inline" not in matplotlib.get_backend().lower():
+    matplotlib.use("Agg")  # headless default; notebooks keep their inline backend
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
+
+from .artifacts import FIGURE_FORMATS, output_dir  # noqa: E402
+from .space import CHOICES, LAYERS, NUM_LAYERS, Architecture  # noqa: E402
+
+__all__ = [
+    "save_figure", "KERNEL_COLOURS", "MODE_COLOURS", "layer_geometry", "draw_architecture", "figure4",
+    "not_a_finding_banner", "figure1", "figure1_histograms", "figure3", "figure5", "pareto_fronts",
+]
+
+KERNEL_COLOURS = {3: "#4C72B0", 5: "#55A868", 7: "#DD8452"}  # colour-blind safe (seaborn "deep")
+SE_EDGE = "#8B0000"
+MODE_COLOURS = {"identity": "#C44E52", "let": "#4C72B0", "let_relu": "#DD8452", "folded": "#55A868"}
+MODE_LABELS = {"identity": "identity", "let": "LET (linear)", "let_relu": "LET + ReLU",
+               "folded": "folded stand-alone"}
+
+
+def _style():
+    plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5,
+                         "figure.dpi": 100, "axes.spines.top": False, "axes.spines.right": False})
+
+
+_style()
+
+
+def save_figure(fig, name: str, out_dir: str | os.PathLike, formats: Sequence[str] = FIGURE_FORMATS,
+                dpi: int = 150) -> list[Path]:
+    """Save ``fig`` as ``<out_dir>/<name>.<fmt>`` for every format (PNG and PDF by default)."""
+    out = output_dir(out_dir)
+    paths = []
+    for fmt in formats:
+        path = out / f"{name}.{fmt}"
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def not_a_finding_banner(fig_or_ax, text: str) -> None:
+    """A red banner across a figure (or axes) saying why what is drawn is not a finding."""
+    kw = dict(ha="center", va="center", fontsize=10, color="white", wrap=True,
+              bbox=dict(boxstyle="round", fc="#B22222", ec="none", alpha=0.9))
+    if hasattr(fig_or_ax, "transAxes"):
+        fig_or_ax.text(0.5, 0.5, text, transform=fig_or_ax.transAxes, zorder=10, **kw)
+    else:
+        fig_or_ax.text(0.5, 0.5, text, zorder=10, **kw)
+
+
+# ------------------------------------------------------------------------------------------------
+# Figure 4: architecture diagrams
+# ------------------------------------------------------------------------------------------------
+
+def layer_geometry(input_size: int = 224, width_mult: float = 1.0, small_input: bool = False) -> pd.DataFrame:
+    """Shapes along the skeleton: one row per layer with in/out channels, stride and output resolution."""
+    from .models import layer_shapes
+
+    size = input_size if small_input else input_size // 2  # stem stride
+    rows = []
+    for i, (cin, cout, s) in enumerate(layer_shapes(width_mult)):
+        size_in = size
+        size = (size + s - 1) // s
+        rows.append(dict(layer=i + 1, in_channels=cin, out_channels=cout, stride=s, in_size=size_in, out_size=size))
+    return pd.DataFrame(rows)
+
+
+def draw_architecture(arch, ax=None, title: str | None = None, input_size: int = 224, width_mult: float = 1.0,
+                      small_input: bool = False, show_tokens: bool = True, legend: bool = False):
+    """Draw one architecture as a row of blocks in the paper's Figure 4 style; returns the axes.
+
+    Box colour = kernel size (3/5/7), box height = expansion rate (3 short, 6 tall), dark-red thick
+    outline = squeeze-excitation, empty dashed box = identity slot, dashed vertical line = a
+    downsampling (stride-2) layer starts, ``HxWxC`` above = feature-map shape after that layer,
+    written wherever the shape changes.
+    """
+    arch = Architecture.coerce(arch)
+    geo = layer_geometry(input_size, width_mult, small_input)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(13, 2.6))
+    step, box_w, base = 1.0, 0.72, 0.0
+    heights = {3: 0.55, 6: 1.0}
+    first = geo.iloc[0]
+    stem_x = -1.6
+    ax.text(stem_x, 1.3, f"{first.in_size}x{first.in_size}x{first.in_channels}", ha="center", fontsize=7.5,
+            color="0.25")
+    ax.add_patch(Rectangle((stem_x - box_w / 2, base), box_w, 0.4, fc="0.8", ec="0.4"))
+    ax.text(stem_x, -0.18, "stem", ha="center", va="top", fontsize=7.5)
+    for i, choice in enumerate(arch.blocks):
+        x = i * step
+        row = geo.iloc[i]
+        if row.stride == 2:
+            ax.axvline(x - step / 2, ls="--", lw=1, color="0.45", ymin=0.05, ymax=0.8)
+        if choice.is_identity:
+            ax.add_patch(Rectangle((x - box_w / 2, base), box_w, 0.3, fc="white", ec="0.5", ls=(0, (2, 2)), lw=1))
+            label = "id"
+        else:
+            h = heights[choice.expansion]
+            ax.add_patch(Rectangle((x - box_w / 2, base), box_w, h, fc=KERNEL_COLOURS[choice.kernel],
+                                   ec=SE_EDGE if choice.se else "0.15", lw=2.6 if choice.se else 0.8))
+            label = f"e{choice.expansion}k{choice.kernel}"
+        if show_tokens:
+            ax.text(x, -0.18, label, ha="center", va="top", fontsize=7, rotation=90)
+        changes = row.stride != 1 or row.in_channels != row.out_channels or i == NUM_LAYERS - 1
+        if changes:
+            ax.text(x, 1.3, f"{row.out_size}x{row.out_size}x{row.out_channels}", ha="center", fontsize=7.5,
+                    color="0.25")
+    ax.set_xlim(-2.3, NUM_LAYERS - 0.3)
+    ax.set_ylim(-1.0, 1.6)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for s in ax.spines.values():
+        s.set_visible(False)
+    if title:
+        ax.set_title(title, loc="left", fontsize=11)
+    if legend:
+        ax.legend(handles=architecture_legend_handles(), loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                  frameon=False, fontsize=8)
+    return ax
+
+
+def architecture_legend_handles():
+    return ([Patch(fc=c, ec="0.15", label=f"kernel {k}x{k}") for k, c in KERNEL_COLOURS.items()]
+            + [Patch(fc="white", ec=SE_EDGE, lw=2.6, label="with SE"),
+               Patch(fc="white", ec="0.5", ls="--", label="identity"),
+               Patch(fc="0.9", ec="0.15", label="tall = expansion 6, short = 3"),
+               Line2D([], [], ls="--", color="0.45", label="downsampling")])
+
+
+def figure4(archs: Mapping[str, object], costs: Mapping[str, tuple[float, float]] | None = None,
+            input_size: int = 224, width_mult: float = 1.0, small_input: bool = False):
+    """Several architectures stacked, one row each (paper Figure 4). ``costs``: name -> (MAdds M, params M)."""
+    archs = dict(archs)
+    fig, axes = plt.subplots(len(archs), 1, figsize=(14, 2.5 * len(archs) + 0.4), squeeze=False)
+    for ax, (name, arch) in zip(axes[:, 0], archs.items()):
+        title = name
+        if costs and name in costs:
+            m, p = costs[name]
+            title += f"   ({m:.1f}M MAdds, {p:.2f}M params, depth {Architecture.coerce(arch).depth})"
+        draw_architecture(arch, ax=ax, title=title, input_size=input_size, width_mult=width_mult,
+                          small_input=small_input)
+    fig.legend(handles=architecture_legend_handles(), loc="lower center", ncol=7, frameon=False, fontsize=8.5)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Figure 1: supernet stability, identity vs LET
+# ------------------------------------------------------------------------------------------------
+
+def _mode_label(m):
+    return MODE_LABELS.get(m, str(m))
+
+
+def figure1(summary: pd.DataFrame, last: pd.DataFrame, chance: float, eval_table: pd.DataFrame | None = None,
+            verdict: tuple[bool, str] | None = None, threshold: float | None = None, block_name: str = "epoch"):
+    """Paper Figure 1 with the extra controls the issue asks for, as one 2x3 figure.
+
+    Top: running training accuracy of the sampled paths (mean over seeds of the per-block mean, band =
+    spread among paths, thin lines = seeds); the spreads against the batch-noise floor; held-out accuracy
+    of a fixed set of paths after BN recalibration. Bottom: histogram of every path accuracy of the last
+    block, then the same stratified by number of identities and by identity at a shape-changing layer.
+
+    ``summary`` comes from ``analysis.stability_summary``, ``last`` from ``analysis.last_block`` joined
+    with ``analysis.arch_strata``, ``eval_table`` has ``mode, seed, epoch, acc``. ``verdict`` from
+    ``analysis.well_above_chance``: when it is False the figure carries a "not a finding" banner.
+    """
+    import seaborn as sns
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.2))
+    modes = [m for m in ("identity", "let", "let_relu") if m in set(summary["mode"])]
+    ax = axes[0, 0]
+    for m in modes:
+        s = summary[summary["mode"] == m]
+        g = s.groupby("block")
+        mean, spread = g["mean_acc"].mean(), g["std_acc"].mean()
+        c = MODE_COLOURS.get(m)
+        ax.plot(mean.index, 100 * mean, color=c, lw=2, label=f"{_mode_label(m)} (mean of paths)")
+        ax.fill_between(mean.index, 100 * (mean - spread), 100 * (mean + spread), color=c, alpha=0.18)
+        for _, ss in s.groupby("seed"):
+            ax.plot(ss["block"], 100 * ss["mean_acc"], color=c, lw=0.7, alpha=0.5)
+    ax.axhline(100 * chance, color="0.4", ls=":", lw=1, label="chance")
+    ax.set(xlabel=block_name, ylabel="running training accuracy (%)",
+           title="Sampled paths: mean ± s.d. among paths")
+    ax.legend(loc="upper left")
+
+    ax = axes[0, 1]
+    for m in modes:
+        g = summary[summary["mode"] == m].groupby("block")
+        c = MODE_COLOURS.get(m)
+        ax.plot(g["std_acc"].mean().index, 100 * g["std_acc"].mean(), color=c, lw=2,
+                label=f"{_mode_label(m)}: among all paths")
+        ax.plot(g["within_step_std"].mean().index, 100 * g["within_step_std"].mean(), color=c, lw=1.5, ls=":",
+                label=f"{_mode_label(m)}: among paths of one step")
+        ax.plot(g["noise_floor"].mean().index, 100 * g["noise_floor"].mean(), color=c, lw=1, ls="--", alpha=0.7,
+                label=f"{_mode_label(m)}: batch-noise floor")
+    ax.set(xlabel=block_name, ylabel="standard deviation (points)", title="Spread of path accuracies")
+    ax.legend(fontsize=7.5)
+
+    ax = axes[0, 2]
+    if eval_table is not None and len(eval_table):
+        for m in modes:
+            e = eval_table[eval_table["mode"] == m]
+            if not len(e):
+                continue
+            g = e.groupby("epoch")["acc"]
+            c = MODE_COLOURS.get(m)
+            ax.errorbar(g.mean().index, 100 * g.mean(), yerr=100 * g.std(ddof=0), color=c, marker="o", capsize=3,
+                        label=_mode_label(m))
+        ax.axhline(100 * chance, color="0.4", ls=":", lw=1, label="chance")
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no held-out evaluation in this run", ha="center", transform=ax.transAxes)
+    ax.set(xlabel="epoch", ylabel="held-out accuracy (%)", title="Fixed paths, BN recalibrated, held-out")
+
+    ax = axes[1, 0]
+    bins = np.linspace(0, 100, 41)
+    for m in modes:
+        d = last[last["mode"] == m]["acc"]
+        ax.hist(100 * d, bins=bins, alpha=0.55, color=MODE_COLOURS.get(m), label=f"{_mode_label(m)} (n={len(d)})")
+    ax.axvline(100 * chance, color="0.4", ls=":", lw=1, label="chance")
+    if threshold is not None:
+        ax.axvline(100 * threshold, color="k", ls="--", lw=1, label="far-below threshold")
+    ax.set(xlabel="path training accuracy in the last block (%)", ylabel="paths", title="Last-block paths")
+    ax.legend()
+
+    strata = [("n_identity", "number of identity choices in the path"),
+              ("identity_at_shape_change", "identity at a stride-2 / channel-changing layer")]
+    for ax, (col, label) in zip(axes[1, 1:], strata):
+        if col in last.columns:
+            d = last.assign(acc_pct=100 * last["acc"], mode_label=last["mode"].map(_mode_label))
+            palette = {_mode_label(m): MODE_COLOURS.get(m) for m in modes}
+            sns.boxplot(data=d, x=col, y="acc_pct", hue="mode_label", palette=palette, ax=ax, fliersize=0,
+                        boxprops=dict(alpha=0.45))
+            sns.stripplot(data=d, x=col, y="acc_pct", hue="mode_label", palette=palette, ax=ax, dodge=True,
+                          size=2.5, alpha=0.6, legend=False)
+            counts = d.groupby(col).size()
+            ax.set_xticks(range(len(counts)), [f"{k}\n(n={v})" for k, v in counts.items()])
+            ax.axhline(100 * chance, color="0.4", ls=":", lw=1)
+            ax.set(xlabel=label, ylabel="path training accuracy (%)", title="Last block, stratified")
+            ax.legend(title=None, fontsize=8)
+    fig.tight_layout()
+    if verdict is not None and not verdict[0]:
+        fig.subplots_adjust(top=0.86)
+        fig.text(0.5, 0.95, verdict[1], ha="center", va="center", fontsize=10, color="white", wrap=True,
+                 bbox=dict(boxstyle="round", fc="#B22222", ec="none"))
+    return fig
+
+
+def figure1_histograms(last: pd.DataFrame, chance: float):
+    """Paper Figure 1 bottom alone: histograms of last-block path accuracies, one panel per mode."""
+    modes = [m for m in ("identity", "let", "let_relu") if m in set(last["mode"])]
+    fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 3.4), sharey=True, squeeze=False)
+    bins = np.linspace(0, 100, 41)
+    for ax, m in zip(axes[0], modes):
+        d = last[last["mode"] == m]["acc"]
+        ax.hist(100 * d, bins=bins, color=MODE_COLOURS.get(m))
+        ax.axvline(100 * chance, color="0.4", ls=":", lw=1)
+        ax.set(title=_mode_label(m), xlabel="path training accuracy (%)", ylabel="paths")
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Figure 3: ReLU vs linear LET ablation (stand-alone training curves)
+# ------------------------------------------------------------------------------------------------
+
+def figure3(curves: pd.DataFrame, value: str = "acc", split_col: str = "split", gaps: pd.DataFrame | None = None,
+            chance: float | None = None, verdict: tuple[bool, str] | None = None):
+    """Training curves per arm (mean ± s.d. over seeds, thin lines = seeds), one panel per split.
+
+    ``curves`` has ``arm, seed, epoch, <split_col>, <value>``; ``gaps`` (from ``analysis.paired_gaps``) is
+    drawn as a last panel of per-comparison mean differences with their bootstrap intervals.
+    """
+    splits = list(dict.fromkeys(curves[split_col])) if split_col in curves else [None]
+    n = len(splits) + (gaps is not None)
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 3.9), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        d = curves if split is None else curves[curves[split_col] == split]
+        for arm, da in d.groupby("arm", sort=False):
+            c = MODE_COLOURS.get(arm)
+            g = da.groupby("epoch")[value]
+            ax.plot(g.mean().index, 100 * g.mean(), color=c, lw=2, label=f"{_mode_label(arm)} (n={da['seed'].nunique()})")
+            ax.fill_between(g.mean().index, 100 * (g.mean() - g.std(ddof=0)), 100 * (g.mean() + g.std(ddof=0)),
+                            color=c, alpha=0.15)
+            for _, ds in da.groupby("seed"):
+                ax.plot(ds["epoch"], 100 * ds[value], color=c, lw=0.6, alpha=0.4)
+        if chance is not None:
+            ax.axhline(100 * chance, color="0.4", ls=":", lw=1)
+        ax.set(xlabel="epoch", ylabel=f"{split or ''} accuracy (%)".strip(), title=f"{split or value}")
+        ax.legend(fontsize=8)
+    if gaps is not None:
+        ax = axes[0, -1]
+        y = np.arange(len(gaps))
+        ax.errorbar(100 * gaps["mean_diff"], y, xerr=[100 * (gaps["mean_diff"] - gaps["ci_low"]).fillna(0),
+                                                      100 * (gaps["ci_high"] - gaps["mean_diff"]).fillna(0)],
+                    fmt="o", color="k", capsize=4)
+        ax.axvline(0, color="0.5", lw=1)
+        ax.set_yticks(y, gaps["comparison"].map(lambda s: " - ".join(_mode_label(p) for p in s.split(" - "))))
+        ax.set(xlabel="final held-out accuracy difference (points)", title="Paired gap, 95% bootstrap CI")
+    fig.tight_layout()
+    if verdict is not None and not verdict[0]:
+        fig.subplots_adjust(top=0.78)
+        fig.text(0.5, 0.93, verdict[1], ha="center", va="center", fontsize=9.5, color="white", wrap=True,
+                 bbox=dict(boxstyle="round", fc="#B22222", ec="none"))
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Figure 5: feature maps
+# ------------------------------------------------------------------------------------------------
+
+def figure5(grids: Mapping[str, Mapping[int, object]], similarity: Mapping[str, pd.DataFrame] | None = None,
+            channels: int = 8, title: str = "", image_index: int = 0):
+    """Feature-map grids, one block of rows per mode: a row per choice, a column per channel.
+
+    ``grids``: mode -> {choice: tensor (N, C, H, W)} captured at one layer for the same images with the
+    same prefix path. Each map is scaled to its own range (the point is structure, not magnitude).
+    ``similarity``: mode -> table from ``analysis.channel_similarity``, shown as the row's number.
+    """
+    modes = list(grids)
+    choices = [list(grids[m]) for m in modes]
+    rows = sum(len(c) for c in choices)
+    fig, axes = plt.subplots(rows, channels, figsize=(1.05 * channels + 2.2, 0.95 * rows + 0.8), squeeze=False)
+    r = 0
+    for m, cs in zip(modes, choices):
+        sims = {}
+        if similarity is not None and m in similarity:
+            sims = dict(zip(similarity[m]["choice"], similarity[m]["mean_cosine_to_others"]))
+        for c in cs:
+            f = grids[m][c]
+            f = np.asarray(f.detach().cpu() if hasattr(f, "detach") else f)[image_index]
+            for j in range(channels):
+                ax = axes[r, j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j < f.shape[0]:
+                    img = f[j]
+                    lo, hi = float(img.min()), float(img.max())
+                    ax.imshow((img - lo) / (hi - lo) if hi > lo else np.zeros_like(img), cmap="viridis",
+                              vmin=0, vmax=1, interpolation="nearest")
+                else:
+                    ax.axis("off")
+                if r == 0:
+                    ax.set_title(f"ch {j}", fontsize=8)
+            label = f"{_mode_label(m)}\n{CHOICES[int(c)].token}"
+            if c in sims:
+                label += f"  cos {sims[c]:.2f}"
+            axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7.5)
+            r += 1
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Search: Pareto fronts
+# ------------------------------------------------------------------------------------------------
+
+def _front_mask(acc: np.ndarray, madds: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Non-dominated points of min {-acc, MAdds, -params} (pymoo's sorting)."""
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    F = np.column_stack([-acc, madds, -params]).astype(float)
+    mask = np.zeros(len(F), dtype=bool)
+    if len(F):
+        mask[NonDominatedSorting().do(F, only_non_dominated_front=True)] = True
+    return mask
+
+
+def pareto_fronts(history: pd.DataFrame, references: Mapping[str, tuple[float, float]] | None = None,
+                  picked: pd.DataFrame | None = None, acc: str = "acc", madds: str = "madds_m",
+                  params: str = "params_m", generation: str = "generation", n_generations: int = 5):
+    """Search result on two panels.
+
+    Left: one-shot accuracy vs MAdds of each shown generation's non-dominated set (feasible models
+    only), SCARLET-A/B/C as labelled vertical lines: their accuracy is ImageNet top-1 and is not drawn
+    on the same axis as one-shot accuracy on other data. Right: params vs MAdds of every evaluated
+    model (grey), the final front, the picked models and SCARLET-A/B/C.
+    ``references``: name -> (MAdds M, params M) at the same input size and width as the history's costs.
+    """
+    h = history
+    if "feasible" in h.columns:
+        h = h[h["feasible"].astype(bool)]
+    gens = sorted(h[generation].unique())
+    shown = sorted(set(np.linspace(0, len(gens) - 1, min(n_generations, len(gens))).round().astype(int)))
+    cmap = plt.get_cmap("viridis")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.6))
+    for k, gi in enumerate(shown):
+        g = gens[gi]
+        d = h[h[generation] <= g].drop_duplicates("arch") if "arch" in h.columns else h[h[generation] <= g]
+        d = d[_front_mask(d[acc].values, d[madds].values, d[params].values)].sort_values(madds)
+        colour = cmap(k / max(1, len(shown) - 1))
+        a1.plot(d[madds], 100 * d[acc], marker="o", ms=3.5, lw=1.2, color=colour, label=f"up to generation {g}")
+    for name, (m, _) in (references or {}).items():
+        a1.axvline(m, color="0.3", ls="--", lw=0.9)
+        a1.text(m, 1.0, name, rotation=90, va="top", ha="right", fontsize=8, transform=a1.get_xaxis_transform())
+    a1.set(xlabel="MAdds (M)", ylabel="one-shot accuracy (%)", title="Non-dominated set by generation")
+    a1.legend(fontsize=8)
+    a2.scatter(h[madds], h[params], s=6, color="0.75", label="evaluated")
+    final = h.drop_duplicates("arch") if "arch" in h.columns else h
+    final = final[_front_mask(final[acc].values, final[madds].values, final[params].values)]
+    a2.scatter(final[madds], final[params], s=18, color=cmap(1.0), label="final front")
+    if picked is not None and len(picked):
+        a2.scatter(picked[madds], picked[params], s=140, marker="*", color="#C44E52", ec="k", label="picked", zorder=5)
+    for name, (m, p) in (references or {}).items():
+        a2.scatter([m], [p], marker="s", s=50, color="k", zorder=6)
+        a2.annotate(name, (m, p), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    a2.set(xlabel="MAdds (M)", ylabel="parameters (M)", title="Cost axes: search vs SCARLET-A/B/C")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# LET equivalence (notebook 1): measured errors
+# ------------------------------------------------------------------------------------------------
+
+def let_errors(checks: pd.DataFrame, study: pd.DataFrame | None = None, tol: float = 1e-12):
+    """Relative errors of the LET folds (log scale), exact cases vs the ones the math says fail.
+
+    Left: every Lemma 2 check (``let.lemma_checks``), one marker per case, grouped by folding form,
+    coloured by whether the math says it is exact. Right: whole-network folding error per architecture
+    and LET weight kind (``let.drop_error_study``), "drop" vs "exact" mode.
+    """
+    n = 1 + (study is not None)
+    fig, axes = plt.subplots(1, n, figsize=(6.8 * n, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    c = checks[checks["lemma"] == 2].copy()
+    forms = list(dict.fromkeys(c["form"]))
+    floor = 1e-18
+    for i, form in enumerate(forms):
+        d = c[c["form"] == form]
+        jitter = np.linspace(-0.25, 0.25, len(d)) if len(d) > 1 else np.zeros(1)
+        colours = np.where(d["expected_exact"], "#4C72B0", "#C44E52")
+        ax.scatter(np.clip(d["rel_error"], floor, None), i + jitter, c=colours, s=14)
+    ax.axvline(tol, color="k", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(forms)), [f.replace(", ", ",\n") for f in forms], fontsize=8)
+    ax.set(xlabel="relative error vs 1x1 conv then kxk conv (float64)", title="Lemma 2: every kernel and stride")
+    ax.legend(handles=[Line2D([], [], marker="o", ls="", color="#4C72B0", label="math says exact"),
+                       Line2D([], [], marker="o", ls="", color="#C44E52", label="math says not exact"),
+                       Line2D([], [], ls="--", color="k", label=f"tolerance {tol:g}")], fontsize=8, loc="lower right")
+    if study is not None:
+        import seaborn as sns
+
+        ax = axes[0, 1]
+        d = study.assign(err=np.clip(study["max_rel_error"], floor, None),
+                         case=study["arch"] + " / " + study["let_weights"])
+        sns.barplot(data=d, y="case", x="err", hue="mode", ax=ax, palette={"drop": "#C44E52", "exact": "#4C72B0"},
+                    errorbar=None)
+        ax.set_xscale("log")
+        ax.set(xlabel="max |logit difference| / max |logit|", ylabel="",
+               title="Whole network: LET network vs LET-free model")
+        ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cost_scatter(table: pd.DataFrame, hue: str = "source", madds: str = "madds_m", params: str = "params_m"):
+    """Parameters vs MAdds of a table of architectures, coloured by ``hue`` (e.g. where each came from)."""
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.scatterplot(data=table, x=madds, y=params, hue=hue if hue in table else None, style=hue if hue in table else None,
+                    s=45, ax=ax)
+    ax.set(xlabel="MAdds (M, 224x224)", ylabel="parameters (M)", title="Architectures in the browser table")
+    if hue in table:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
