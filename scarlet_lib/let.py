@@ -45,6 +45,15 @@ residual of its own input*: then the LET network computes ``Wx + F(Wx)`` but the
 ``x + F(x)`` (with ``F`` already holding the fold). That is the case for every identity slot of
 SCARLET-B and SCARLET-C, so "simply drop the LET" (``mode="drop"``, the paper's Figure 2) is an
 approximation there, while ``mode="exact"`` moves ``W`` onto the shortcut as a 1x1 projection.
+
+What holds for the published models: every LET run of SCARLET-B (layers 9 and 17) and SCARLET-C
+(layers 4-5 and 16) feeds a stride-1, in == out block with its own residual, so none of them folds
+exactly by dropping. The Figure 3 model has three runs: layer 5 and layers 9-13 (which passes the
+80 -> 96 channel change at layer 11) feed residual blocks; layers 17-18 feed layer 19 (192 -> 320, no
+residual) and fold exactly. The exact projection costs as many parameters and MAdds as the LET it
+replaces (``in*out`` per pixel), so folding buys nothing in cost there; it only shows the
+equivalence. Dropping is exact for any consumer if the LET equals the Shortcut's own map
+(``W = [I; 0]``, the identity).
 """
 from __future__ import annotations
 
@@ -59,7 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import LET, InvertedResidual, Shortcut
-from .models import FIGURE3_ARCH, SCARLET_B, SCARLET_C, ScarletNet
+from .models import FIGURE3_ARCH, SCARLET_B, SCARLET_C, ScarletNet, init_weights
 
 __all__ = [
     "fold_fc", "fold_conv", "fold_conv_printed", "let_then_conv", "folded_conv_on_input", "lemma_checks",
@@ -616,9 +625,10 @@ def drop_error_study(archs: Mapping[str, object] | None = None, kinds: Sequence[
             x_test = torch.randn(batch, 3, input_size, input_size, generator=gen, dtype=torch.float64)
             x_calib, x_test = x_calib.to(device=device, dtype=dtype), x_test.to(device=device, dtype=dtype)
             for kind in kinds:
-                torch.manual_seed(seed)
                 net = ScarletNet(arch, num_classes=num_classes, width_mult=width_mult, small_input=small_input,
-                                 identity_mode="let").to(device=device, dtype=dtype)
+                                 identity_mode="let")
+                init_weights(net, seed)  # seeded per module, global RNG untouched
+                net.to(device=device, dtype=dtype)
                 set_let_weights_(net, kind, seed)
                 _nontrivial_bn_(net, x_calib, seed)
                 for mode in modes:

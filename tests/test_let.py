@@ -219,19 +219,17 @@ def test_published_identity_slots_feed_residual_blocks(arch, residual):
 def study():
     # float32 keeps this fast (float64 depthwise convs take torch's slow path on CPU); the exactness
     # claims are checked in float64 elsewhere, here only "round-off" vs "clearly different" matters.
-    return let.drop_error_study(kinds=("identity", "trained_like"), input_size=16, batch=2, width_mult=WIDTH,
+    return let.drop_error_study(kinds=("trained_like",), input_size=16, batch=2, width_mult=WIDTH,
                                 dtype=torch.float32)
 
 
 def test_drop_error_study_on_published_models(study):
-    assert set(study.arch) == {"SCARLET-B", "SCARLET-C", "Figure 3"} and len(study) == 12
+    assert set(study.arch) == {"SCARLET-B", "SCARLET-C", "Figure 3"} and len(study) == 6
     exact = study[study["mode"] == "exact"]
     assert (exact.max_rel_error <= 1e-5).all() and (exact.top1_agreement == 1.0).all()
-    drop = study[study["mode"] == "drop"]
-    # the LET equal to the Shortcut's own map makes dropping exact (sanity check)
-    assert (drop[drop.let_weights == "identity"].max_rel_error <= 1e-6).all()
     # a non-orthogonal LET: dropping it changes the logits clearly, on every published model
-    changed = drop[drop.let_weights != "identity"]
+    # (the identity LET, which makes dropping exact, is checked below on a harder architecture)
+    changed = study[study["mode"] == "drop"]
     assert len(changed) == 3 and (changed.max_rel_error > CLEARLY_WRONG).all()
     assert (changed.max_local_rel_error > 0.05).all()
 
