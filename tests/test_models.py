@@ -343,7 +343,7 @@ def test_checkpoint_round_trip(tmp_path, wrap):
     dst = load_checkpoint(get_model("Scarlet_B"), path).eval()
     for k, v in dst.state_dict().items():
         assert torch.equal(v, sd[k]), k
-    x = torch.randn(2, 3, 224, 224)
+    x = torch.randn(2, 3, 64, 64)  # any size works: global pooling before the classifier
     with torch.no_grad():
         assert torch.equal(dst(x), src(x))
 
