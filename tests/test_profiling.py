@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
 from scarlet_lib.models import SCARLET_A, SCARLET_B, SCARLET_C, build_model, get_model
