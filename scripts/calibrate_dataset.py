@@ -63,6 +63,13 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None)
+    p.add_argument("--compare", action="store_true",
+                   help="identity vs LET supernets (same seed, shared weights): per-epoch mean/std of path accuracy")
+    p.add_argument("--epochs", type=int, default=4, help="--compare: epochs of --supernet-steps // epochs steps")
+    p.add_argument("--modes", default="identity,let")
+    p.add_argument("--classifier-scale-1000", action="store_true",
+                   help="rescale the classifier's initial weights to U(+-1/sqrt(1000)) (the released ImageNet "
+                        "range) instead of U(+-1/sqrt(num_classes))")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     rows = []
@@ -87,10 +94,38 @@ def main(argv=None):
                          epochs=f"{a.supernet_steps} steps", heldout_acc=round(100 * res.evals.heldout_acc.mean(), 1),
                          train_acc_last20=round(100 * last.train_acc.mean(), 1), seconds=round(time.time() - t)))
         print(rows[-1], flush=True)
+    if a.compare:
+        return compare(a)
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     if a.out:
         table.to_csv(a.out, index=False)
+
+
+def compare(a):
+    """Identity vs LET strict-fair supernets on a fresh-image stream; per-epoch path accuracy mean/std."""
+    from scarlet_lib.space import SPACE_NO_SE, SPACE_SE
+    from scarlet_lib.supernet import Supernet
+    from scarlet_lib.train import train_supernet
+    steps = a.supernet_steps // a.epochs
+    data = get_data("gratings", image_size=a.size, batch_size=32, seed=a.seed, stream=True, num_train=32 * steps)
+    tables = []
+    for mode in a.modes.split(","):
+        net = Supernet(SPACE_SE if a.se else SPACE_NO_SE, mode, a.width, 10, small_input=True, seed=a.seed)
+        if a.classifier_scale_1000:
+            with torch.no_grad():
+                net.classifier.weight.mul_((10 / 1000) ** 0.5)
+        t = time.time()
+        res = train_supernet(net, data, epochs=a.epochs, lr=a.lr, seed=a.seed, eval_paths=4, eval_batches=1,
+                             progress=False, checkpoint_dir=f"{a.out}/{mode}" if a.out else None)
+        summary = res.epoch_summary().assign(identity_mode=mode, seconds=round(time.time() - t))
+        print(summary.to_string(index=False), flush=True)
+        tables.append(summary)
+    table = pd.concat(tables)
+    print(table.to_string(index=False))
+    if a.out:
+        table.to_csv(f"{a.out}/identity_vs_let.csv", index=False)
+    return table
 
 
 if __name__ == "__main__":

@@ -1,0 +1,533 @@
+"""Training: the strict-fair (or uniform) supernet loop and stand-alone training of one architecture.
+
+Supernet training (:func:`train_supernet`) follows FairNAS: each step samples m paths so that every
+choice is used once per layer (``sampler="fair"``; ``"uniform"`` samples single paths as in SPOS),
+runs them on the same batch with accumulated gradients (``Supernet.fair_step``) and makes one update.
+Defaults (FairNAS-like, scaled down for CPU runs): SGD, momentum 0.9, Nesterov, weight decay 4e-5,
+cosine decay of the learning rate per step to 0, ``reduction="mean"`` (the m path losses are averaged,
+so the update has the size of one path's gradient) with lr 0.1. With ``reduction="sum"`` use an
+m-times smaller lr: summed gradients at lr 0.05 were seen to collapse to one constant prediction.
+
+Random streams are separate: the supernet's initialisation comes from its own seed (per-module, by
+name); the data order and the sampled paths are functions of (``seed``, epoch, step) (derived seeds),
+the fixed evaluation paths of (``seed``, "eval"). Resuming therefore needs no sampler state; the
+torch RNG (dropout, augmentation in the main process) is saved in the checkpoints as well.
+
+Every epoch a checkpoint ``last.pt`` is written atomically (model, optimizer, scheduler, RNG states,
+the logs so far, the parameters); ``torch.load(..., weights_only=True)`` reads it. A run stopped at
+any point and started again with ``resume=True`` continues from the last finished epoch and ends with
+the same numbers as an uninterrupted run (bit for bit on CPU; tested).
+
+Logs are tidy tables (:class:`TrainResult`): ``steps`` has one row per sampled path per step (epoch,
+step, global_step, path_id, arch, num_identity, loss, train_acc, lr) -- training accuracy is the batch
+accuracy with BatchNorm in training mode, before the update; ``evals`` one row per evaluation path per
+evaluated epoch (held-out accuracy after BN recalibration, ``evaluation.evaluate_path``).
+
+Distributed (``torchrun --nproc_per_node N -m scarlet_lib.train supernet ...``): see
+``scarlet_lib.distributed``; each rank runs the fair step on its slice of the global batch and the
+gradients are averaged before the update.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .data import DataBundle, check_input_size, derive_seed
+from .distributed import DistContext, all_reduce_gradients, all_reduce_sum, broadcast_parameters
+from .evaluation import accuracy, evaluate_path
+from .models import build_model, init_weights
+from .space import Architecture
+
+__all__ = ["train_supernet", "train_standalone", "TrainResult", "StandaloneResult", "SAMPLERS", "RECIPES",
+           "SUPERNET_DEFAULTS", "save_checkpoint", "load_checkpoint_file", "run_info", "main"]
+
+SAMPLERS = ("fair", "uniform")
+RECIPES = ("sgd", "paper")
+SUPERNET_DEFAULTS = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5, reduction="mean")
+CHECKPOINT_NAME = "last.pt"
+
+
+# -- small shared pieces ---------------------------------------------------------------------------
+def run_info(seed: int) -> dict:
+    """Versions and seed, written next to every run's tables."""
+    return {"seed": seed, "python": platform.python_version(), "torch": str(torch.__version__),
+            "numpy": np.__version__, "pandas": pd.__version__, "platform": platform.platform(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file, then an atomic rename: a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Read a training checkpoint with ``weights_only=True`` (tensors and plain Python values only)."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _columns(rows: list[dict]) -> dict:
+    """Rows -> dict of lists (what a checkpoint stores; pandas reads it back directly)."""
+    keys = list(rows[0]) if rows else []
+    return {k: [r[k] for r in rows] for k in keys}
+
+
+def _rows(columns: dict) -> list[dict]:
+    keys = list(columns)
+    return [dict(zip(keys, vals)) for vals in zip(*columns.values())] if keys else []
+
+
+def _rng_state(device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and str(device).startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_choice(name, value, accepted):
+    if value not in accepted:
+        raise ValueError(f"{name} must be one of {list(accepted)}, got {value!r}")
+
+
+def _check_positive_int(name, value, allow_none=False):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
+
+
+def _progress(total, desc, enabled):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def _resume_state(checkpoint_dir, resume, params, identity_keys, device):
+    """The checkpoint to continue from (or None); refuses one written with different settings."""
+    if checkpoint_dir is None or not resume:
+        return None
+    path = Path(checkpoint_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        return None
+    ckpt = load_checkpoint_file(path, map_location=device)
+    diff = {k: (ckpt["params"].get(k), params.get(k)) for k in identity_keys if ckpt["params"].get(k) != params.get(k)}
+    if diff:
+        raise ValueError(f"checkpoint {path} was written with other settings {diff} (saved, requested); "
+                         "use another checkpoint_dir or resume=False")
+    return ckpt
+
+
+# -- results --------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """Tidy logs of a supernet run: ``steps`` (one row per path per step) and ``evals`` (per path per epoch)."""
+
+    steps: pd.DataFrame
+    evals: pd.DataFrame
+    params: dict
+    supernet: nn.Module = field(repr=False, default=None)
+    completed: bool = True
+    checkpoint: Path | None = None
+
+    def epoch_summary(self) -> pd.DataFrame:
+        """Per epoch: mean/std of the sampled paths' training accuracy (Figure 1 top) and held-out accuracy."""
+        train = self.steps.groupby("epoch").train_acc.agg(train_acc_mean="mean", train_acc_std="std",
+                                                          paths="count")
+        train["loss_mean"] = self.steps.groupby("epoch").loss.mean()
+        if len(self.evals):
+            ev = self.evals.groupby("epoch").heldout_acc.agg(heldout_acc_mean="mean", heldout_acc_std="std")
+            train = train.join(ev)
+        return train.reset_index()
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write steps.csv, evals.csv, summary.csv and params.json (with versions) into ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.steps.to_csv(out / "steps.csv", index=False)
+        self.evals.to_csv(out / "evals.csv", index=False)
+        if len(self.steps):
+            self.epoch_summary().to_csv(out / "summary.csv", index=False)
+        (out / "params.json").write_text(json.dumps(self.params, indent=2, default=str))
+        return out
+
+
+@dataclass
+class StandaloneResult:
+    """A stand-alone run: the trained model and per-epoch curves (train loss/accuracy, held-out accuracy)."""
+
+    curves: pd.DataFrame
+    params: dict
+    model: nn.Module = field(repr=False, default=None)
+    completed: bool = True
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.curves.to_csv(out / "curves.csv", index=False)
+        (out / "params.json").write_text(json.dumps(self.params, indent=2, default=str))
+        return out
+
+
+# -- supernet training ----------------------------------------------------------------------------
+def sample_paths(space, sampler: str, seed: int, epoch: int, step: int, uniform_paths: int = 1) -> list[Architecture]:
+    """The paths of one step: a pure function of (seed, epoch, step), so a resumed run samples the same."""
+    rng = np.random.default_rng(derive_seed("paths", seed, epoch, step))
+    if sampler == "fair":
+        return space.sample_fair(rng)
+    return space.sample_uniform(rng, n=uniform_paths)
+
+
+def _supernet_description(net) -> dict:
+    return {"space_se": bool(net.space.se), "identity_mode": net.identity_mode, "width_mult": net.width_mult,
+            "num_classes": net.num_classes, "small_input": bool(net.small_input), "init_seed": net.seed,
+            "dropout": net.dropout_p}
+
+
+def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch: int | None = None,
+                   sampler: str = "fair", reduction: str = SUPERNET_DEFAULTS["reduction"], lr: float | None = None,
+                   momentum: float = SUPERNET_DEFAULTS["momentum"], nesterov: bool = SUPERNET_DEFAULTS["nesterov"],
+                   weight_decay: float = SUPERNET_DEFAULTS["weight_decay"], uniform_paths: int = 1,
+                   seed: int = 0, device=None, eval_every: int = 1, eval_paths: int | Sequence = 8,
+                   eval_batches: int | None = 4, fused: bool | None = None, checkpoint_dir=None, resume: bool = True,
+                   stop_after: int | None = None, progress: bool = True,
+                   dist_ctx: DistContext | None = None) -> TrainResult:
+    """Train a ``Supernet`` with strict-fair (or uniform) path sampling; see the module docstring.
+
+    Args:
+        supernet: a ``supernet.Supernet`` (its seed fixed the initial weights).
+        data: a ``data.DataBundle`` (``get_data``); its image size must suit ``supernet.small_input``.
+        epochs, steps_per_epoch: length (default: the data's steps per epoch; a smaller number trains
+            on the first batches of each epoch). The cosine schedule spans ``epochs * steps_per_epoch``.
+        sampler: "fair" (m paths, each choice once per layer) or "uniform" (``uniform_paths`` paths).
+        reduction: "mean" or "sum" over the paths of a step; ``lr`` default 0.1 for "mean",
+            0.1 / m for "sum".
+        momentum, nesterov, weight_decay: SGD settings (FairNAS-like defaults).
+        seed: data order and path sampling (init is the supernet's own seed).
+        eval_every, eval_paths, eval_batches: every ``eval_every`` epochs (and after the last) evaluate
+            a fixed set of paths (a count sampled uniformly from (seed, "eval"), or a list of
+            architectures) on ``eval_batches`` held-out batches (None: all) after BN recalibration on
+            ``data.calib_batches``. ``eval_paths=0`` turns evaluation off.
+        fused: passed to ``fair_step`` when given (the batched strict-fair step).
+        checkpoint_dir, resume: write ``last.pt`` and the tables there every epoch; continue from it.
+        stop_after: return after this many optimizer steps in this call (a time box; what a crash does).
+        progress: tqdm progress bar.
+        dist_ctx: ``distributed.DistContext`` (default: the initialised process group, if any).
+    """
+    _check_choice("sampler", sampler, SAMPLERS)
+    _check_choice("reduction", reduction, ("mean", "sum"))
+    _check_positive_int("epochs", epochs)
+    _check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
+    _check_positive_int("eval_every", eval_every)
+    _check_positive_int("uniform_paths", uniform_paths)
+    if not isinstance(data, DataBundle):
+        raise TypeError(f"data must be a DataBundle from scarlet_lib.data.get_data, got {type(data).__name__}")
+    check_input_size(data.image_size, supernet.small_input)
+    if data.num_classes != supernet.num_classes:
+        raise ValueError(f"the data has {data.num_classes} classes but the supernet's classifier "
+                         f"{supernet.num_classes}; build the supernet with num_classes={data.num_classes}")
+    ctx = dist_ctx or DistContext.current()
+    device = torch.device(device or next(supernet.parameters()).device)
+    supernet.to(device)
+    space = supernet.space
+    m = space.num_choices if sampler == "fair" else uniform_paths
+    if lr is None:
+        lr = SUPERNET_DEFAULTS["lr"] / (m if reduction == "sum" else 1)
+    steps_per_epoch = min(steps_per_epoch or data.steps_per_epoch, data.steps_per_epoch)
+    total_steps = epochs * steps_per_epoch
+    fused_kw = {}
+    if fused is not None:
+        if "fused" not in inspect.signature(supernet.fair_step).parameters:
+            raise ValueError("this Supernet.fair_step has no 'fused' option; leave fused=None")
+        fused_kw["fused"] = fused
+
+    if isinstance(eval_paths, (int, np.integer)) and not isinstance(eval_paths, bool):
+        eval_archs = space.sample_uniform(np.random.default_rng(derive_seed("eval", seed)), n=int(eval_paths)) \
+            if eval_paths > 0 else []
+    else:
+        eval_archs = [space.validate(a) for a in eval_paths]
+    heldout = list(islice(iter(data.heldout_loader), eval_batches)) if eval_archs else []
+
+    params = {"kind": "supernet", **_supernet_description(supernet), "dataset": data.name,
+              "image_size": data.image_size, "batch_size": data.batch_size, "data_seed": data.seed,
+              "stream": data.stream, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "sampler": sampler,
+              "paths_per_step": m, "reduction": reduction, "lr": lr, "momentum": momentum, "nesterov": nesterov,
+              "weight_decay": weight_decay, "schedule": "cosine per step to 0", "seed": seed,
+              "eval_every": eval_every, "eval_paths": [a.tolist() for a in eval_archs], "eval_batches": eval_batches,
+              "calib_batches": len(data.calib_batches), "fused": fused, "world_size": ctx.world_size,
+              "device": str(device), "versions": run_info(seed)}
+    identity_keys = [k for k in params if k not in ("device", "versions", "fused")]
+
+    optimizer = torch.optim.SGD(supernet.parameters(), lr=lr, momentum=momentum, nesterov=nesterov,
+                                weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    step_rows, eval_rows, start_epoch = [], [], 0
+    ckpt = _resume_state(checkpoint_dir, resume, params, identity_keys, device)
+    if ckpt is not None:
+        supernet.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"])
+        step_rows, eval_rows = _rows(ckpt["logs"]["steps"]), _rows(ckpt["logs"]["evals"])
+        start_epoch = int(ckpt["epoch"])
+    if ctx.enabled:
+        broadcast_parameters(supernet)
+
+    supernet.train()
+    steps_done, ckpt_path, stopped = 0, None, False
+    for epoch in range(start_epoch, epochs):
+        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", progress and ctx.is_main)
+        batches = data.train_batches(epoch, order_seed=seed, rank=ctx.rank, world_size=ctx.world_size)
+        for step, (x, y) in enumerate(islice(batches, steps_per_epoch)):
+            if stop_after is not None and steps_done >= stop_after:
+                stopped = True
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            archs = sample_paths(space, sampler, seed, epoch, step, uniform_paths)
+            current_lr = optimizer.param_groups[0]["lr"]
+            optimizer.zero_grad(set_to_none=True)
+            out = supernet.fair_step(x, y, archs, reduction=reduction, **fused_kw)
+            loss, correct = out["loss"].detach().float(), out["correct"].detach().float()
+            if ctx.enabled:
+                all_reduce_gradients(supernet.parameters(), ctx.world_size)
+                loss = all_reduce_sum(loss) / ctx.world_size
+                correct = all_reduce_sum(correct)
+            optimizer.step()
+            scheduler.step()
+            loss, acc = loss.cpu().tolist(), (correct / data.batch_size).cpu().tolist()
+            global_step = epoch * steps_per_epoch + step
+            for pid, arch in enumerate(archs):
+                step_rows.append({"epoch": epoch, "step": step, "global_step": global_step, "path_id": pid,
+                                  "arch": str(arch), "num_identity": arch.num_identity, "loss": loss[pid],
+                                  "train_acc": acc[pid], "lr": current_lr})
+            steps_done += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(loss):.3f}", acc=f"{np.mean(acc):.3f}")
+        bar.close()
+        if stopped:
+            break
+        if eval_archs and ctx.is_main and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
+            for pid, arch in enumerate(eval_archs):
+                acc = evaluate_path(supernet, arch, data.calib_batches, heldout, device)
+                eval_rows.append({"epoch": epoch, "path_id": pid, "arch": str(arch),
+                                  "num_identity": arch.num_identity, "heldout_acc": acc})
+        if checkpoint_dir is not None and ctx.is_main:
+            ckpt_path = save_checkpoint({
+                "format": "scarlet-train/1", "params": params, "epoch": epoch + 1,
+                "model": supernet.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": _rng_state(device),
+                "logs": {"steps": _columns(step_rows), "evals": _columns(eval_rows)}}, Path(checkpoint_dir) / CHECKPOINT_NAME)
+    result = TrainResult(pd.DataFrame(step_rows, columns=_STEP_COLUMNS), pd.DataFrame(eval_rows, columns=_EVAL_COLUMNS),
+                         params, supernet, completed=not stopped,
+                         checkpoint=Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None)
+    if checkpoint_dir is not None and ctx.is_main:
+        result.save(checkpoint_dir)
+    return result
+
+
+_STEP_COLUMNS = ["epoch", "step", "global_step", "path_id", "arch", "num_identity", "loss", "train_acc", "lr"]
+_EVAL_COLUMNS = ["epoch", "path_id", "arch", "num_identity", "heldout_acc"]
+
+
+# -- stand-alone training -------------------------------------------------------------------------
+def _standalone_optimizer(recipe, model, lr, weight_decay, batch_size, steps_per_epoch, total_steps):
+    """(optimizer, scheduler, settings) of a recipe; the scheduler steps once per batch.
+
+    "paper" (MnasNet/EfficientNet recipe the paper cites): RMSProp, decay 0.9, momentum 0.9,
+    lr 0.256 x batch/4096, x0.97 every 2.4 epochs (the paper writes "decays 0.01"), weight decay
+    1e-5. TensorFlow adds RMSProp's epsilon (0.001) inside the square root, PyTorch outside, so
+    eps = sqrt(0.001) is used. "sgd": SGD momentum 0.9 Nesterov, cosine to 0, lr 0.05, wd 4e-5.
+    """
+    if recipe == "paper":
+        lr = 0.256 * batch_size / 4096 if lr is None else lr
+        wd = 1e-5 if weight_decay is None else weight_decay
+        opt = torch.optim.RMSprop(model.parameters(), lr=lr, alpha=0.9, eps=math.sqrt(1e-3), momentum=0.9,
+                                  weight_decay=wd)
+        every = 2.4 * steps_per_epoch
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.97 ** math.floor(s / every))
+        return opt, sched, {"optimizer": "RMSprop(alpha=0.9, momentum=0.9, eps=sqrt(1e-3))", "lr": lr,
+                            "weight_decay": wd, "schedule": "x0.97 every 2.4 epochs"}
+    lr = 0.05 if lr is None else lr
+    wd = 4e-5 if weight_decay is None else weight_decay
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    return opt, sched, {"optimizer": "SGD(momentum=0.9, nesterov)", "lr": lr, "weight_decay": wd,
+                        "schedule": "cosine per step to 0"}
+
+
+def train_standalone(arch, data: DataBundle, epochs: int = 1, identity_mode: str = "let", seed: int = 0,
+                     recipe: str = "sgd", width_mult: float = 1.0, lr: float | None = None,
+                     weight_decay: float | None = None, dropout: float | None = None,
+                     steps_per_epoch: int | None = None, eval_batches: int | None = None, device=None,
+                     progress: bool = True, dist_ctx: DistContext | None = None) -> StandaloneResult:
+    """Train one architecture from scratch; per-epoch train/held-out curves (Figure 3 ablation).
+
+    The initial weights come from ``models.init_weights(model, seed)`` (per module, by name), so the
+    same ``arch`` and ``seed`` with ``identity_mode="let"`` and ``"let_relu"`` start from identical
+    weights (the LET convs included) and see the same batches: only the ReLU differs.
+    ``recipe``: "sgd" (default) or "paper" (see ``_standalone_optimizer``; dropout 0.2 unless given).
+    """
+    _check_choice("recipe", recipe, RECIPES)
+    _check_positive_int("epochs", epochs)
+    _check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
+    if not isinstance(data, DataBundle):
+        raise TypeError(f"data must be a DataBundle from scarlet_lib.data.get_data, got {type(data).__name__}")
+    arch = Architecture.coerce(arch)
+    ctx = dist_ctx or DistContext.current()
+    device = torch.device(device or "cpu")
+    dropout = (0.2 if recipe == "paper" else 0.0) if dropout is None else dropout
+    model = build_model(arch, num_classes=data.num_classes, width_mult=width_mult, small_input=data.small_input,
+                        identity_mode=identity_mode, dropout=dropout)
+    init_weights(model, seed)
+    model.to(device)
+    if ctx.enabled:
+        broadcast_parameters(model)
+    steps_per_epoch = min(steps_per_epoch or data.steps_per_epoch, data.steps_per_epoch)
+    optimizer, scheduler, settings = _standalone_optimizer(recipe, model, lr, weight_decay, data.batch_size,
+                                                           steps_per_epoch, epochs * steps_per_epoch)
+    params = {"kind": "standalone", "arch": arch.tolist(), "arch_str": str(arch), "identity_mode": identity_mode,
+              "recipe": recipe, **settings, "dropout": dropout, "width_mult": width_mult, "dataset": data.name,
+              "image_size": data.image_size, "small_input": data.small_input, "batch_size": data.batch_size,
+              "epochs": epochs, "steps_per_epoch": steps_per_epoch, "seed": seed, "world_size": ctx.world_size,
+              "device": str(device), "versions": run_info(seed)}
+    heldout = list(islice(iter(data.heldout_loader), eval_batches))
+    torch.manual_seed(derive_seed("dropout", seed))
+    rows = []
+    for epoch in range(epochs):
+        model.train()
+        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", progress and ctx.is_main)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = 0
+        for x, y in islice(data.train_batches(epoch, order_seed=seed, rank=ctx.rank, world_size=ctx.world_size),
+                           steps_per_epoch):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            loss.backward()
+            if ctx.enabled:
+                all_reduce_gradients(model.parameters(), ctx.world_size)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            bar.update(1)
+        bar.close()
+        if ctx.enabled:
+            loss_sum, correct = all_reduce_sum(loss_sum), all_reduce_sum(correct)
+            seen *= ctx.world_size
+        model.eval()
+        held = accuracy(model, heldout, device)[0] if ctx.is_main else float("nan")
+        rows.append({"epoch": epoch, "identity_mode": identity_mode, "train_loss": loss_sum.item() / seen,
+                     "train_acc": correct.item() / seen, "heldout_acc": held,
+                     "lr": optimizer.param_groups[0]["lr"]})
+    return StandaloneResult(pd.DataFrame(rows), params, model)
+
+
+# -- command line ---------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m scarlet_lib.train",
+        description="Train a SCARLET supernet (strict-fair / uniform) or one stand-alone architecture. "
+                    "Works under torchrun (gradients averaged over ranks; rank 0 writes the outputs).")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("supernet", "standalone"):
+        s = sub.add_parser(name)
+        s.add_argument("--dataset", default="gratings", help="gratings | cifar10 | cifar100 | imagefolder")
+        s.add_argument("--root", default=None, help="data folder (default: the repository's data/)")
+        s.add_argument("--image-size", type=int, default=None)
+        s.add_argument("--batch-size", type=int, default=32, help="global batch (split over ranks)")
+        s.add_argument("--holdout", type=float, default=None, help="held-out fraction (<1) or count (>=1)")
+        s.add_argument("--num-train", type=int, default=10000, help="gratings: training images per epoch")
+        s.add_argument("--stream", action="store_true", help="gratings: fresh images every step")
+        s.add_argument("--download", action="store_true")
+        s.add_argument("--workers", type=int, default=0)
+        s.add_argument("--epochs", type=int, default=1)
+        s.add_argument("--steps-per-epoch", type=int, default=None)
+        s.add_argument("--identity-mode", default="let", choices=("identity", "let", "let_relu"))
+        s.add_argument("--width", type=float, default=0.5)
+        s.add_argument("--lr", type=float, default=None)
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--device", default=None)
+        s.add_argument("--threads", type=int, default=None)
+        s.add_argument("--out", default=None, help="output folder (tables, params.json, checkpoints)")
+        s.add_argument("--no-progress", action="store_true")
+        if name == "supernet":
+            s.add_argument("--space", default="no-se", choices=("se", "no-se"))
+            s.add_argument("--sampler", default="fair", choices=SAMPLERS)
+            s.add_argument("--reduction", default="mean", choices=("mean", "sum"))
+            s.add_argument("--eval-paths", type=int, default=8)
+            s.add_argument("--eval-batches", type=int, default=4)
+            s.add_argument("--no-resume", action="store_true")
+            s.add_argument("--stop-after", type=int, default=None, help="stop after this many steps")
+            s.add_argument("--fused", choices=("yes", "no"), default=None)
+        else:
+            s.add_argument("--arch", required=True, help="19 choice indices or tokens, e.g. 1,3,1,0,12,...")
+            s.add_argument("--recipe", default="sgd", choices=RECIPES)
+    return p
+
+
+def main(argv=None) -> int:
+    from .data import get_data
+    from .distributed import init_from_env
+    from .space import SPACE_NO_SE, SPACE_SE
+    from .supernet import Supernet
+
+    a = _parser().parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    ctx, device = init_from_env(a.device)
+    holdout = None if a.holdout is None else (int(a.holdout) if a.holdout >= 1 else a.holdout)
+    data = get_data(a.dataset, root=a.root, image_size=a.image_size, batch_size=a.batch_size, holdout=holdout,
+                    seed=a.seed, stream=a.stream, download=a.download, num_workers=a.workers,
+                    **({"num_train": a.num_train} if a.dataset == "gratings" else {}))
+    progress = not a.no_progress
+    if a.command == "supernet":
+        net = Supernet(SPACE_SE if a.space == "se" else SPACE_NO_SE, a.identity_mode, a.width, data.num_classes,
+                       small_input=data.small_input, seed=a.seed)
+        res = train_supernet(net, data, a.epochs, a.steps_per_epoch, a.sampler, a.reduction, lr=a.lr, seed=a.seed,
+                             device=device, eval_paths=a.eval_paths, eval_batches=a.eval_batches,
+                             fused=None if a.fused is None else a.fused == "yes", checkpoint_dir=a.out,
+                             resume=not a.no_resume, stop_after=a.stop_after, progress=progress, dist_ctx=ctx)
+        if ctx.is_main:
+            print(res.epoch_summary().to_string(index=False))
+    else:
+        res = train_standalone(a.arch, data, a.epochs, a.identity_mode, a.seed, a.recipe, a.width, lr=a.lr,
+                               steps_per_epoch=a.steps_per_epoch, device=device, progress=progress, dist_ctx=ctx)
+        if ctx.is_main:
+            print(res.curves.to_string(index=False))
+            if a.out:
+                res.save(a.out)
+    if ctx.enabled:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
