@@ -70,7 +70,9 @@ class SupernetEvaluator:
     (eval mode with the recalibrated running statistics). A child node runs only its own layer's candidate
     module on its parent's activations; the head (whose BN depends on the whole path) runs at each leaf.
     Stem and early layers are thus computed once per distinct prefix instead of once per model. The
-    supernet's own BN statistics are restored afterwards.
+    supernet's own BN statistics are restored afterwards. Memory: the activations of all calibration and
+    held-out batches along one root-to-leaf path are alive at once (about 20x one model's activations
+    for those batches), so keep the batch counts to what BN recalibration needs.
     """
 
     name = "supernet"
