@@ -201,6 +201,13 @@ def sample_paths(space, sampler: str, seed: int, epoch: int, step: int, uniform_
     return space.sample_uniform(rng, n=uniform_paths)
 
 
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """lr factor at ``step``: (step+1)/warmup during the warm-up, then a cosine from 1 to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))
+
+
 def _supernet_description(net) -> dict:
     return {"space_se": bool(net.space.se), "identity_mode": net.identity_mode, "width_mult": net.width_mult,
             "num_classes": net.num_classes, "small_input": bool(net.small_input), "init_seed": net.seed,
@@ -210,7 +217,8 @@ def _supernet_description(net) -> dict:
 def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch: int | None = None,
                    sampler: str = "fair", reduction: str = SUPERNET_DEFAULTS["reduction"], lr: float | None = None,
                    momentum: float = SUPERNET_DEFAULTS["momentum"], nesterov: bool = SUPERNET_DEFAULTS["nesterov"],
-                   weight_decay: float = SUPERNET_DEFAULTS["weight_decay"], uniform_paths: int = 1,
+                   weight_decay: float = SUPERNET_DEFAULTS["weight_decay"], warmup_steps: int = 0,
+                   uniform_paths: int = 1,
                    seed: int = 0, device=None, eval_every: int = 1, eval_paths: int | Sequence = 8,
                    eval_batches: int | None = 4, fused: bool | None = None, checkpoint_dir=None, resume: bool = True,
                    stop_after: int | None = None, progress: bool = True,
@@ -226,6 +234,7 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
         reduction: "mean" or "sum" over the paths of a step; ``lr`` default 0.1 for "mean",
             0.1 / m for "sum".
         momentum, nesterov, weight_decay: SGD settings (FairNAS-like defaults).
+        warmup_steps: linear warm-up of the lr over the first steps, then cosine decay to 0.
         seed: data order and path sampling (init is the supernet's own seed).
         eval_every, eval_paths, eval_batches: every ``eval_every`` epochs (and after the last) evaluate
             a fixed set of paths (a count sampled uniformly from (seed, "eval"), or a list of
@@ -243,6 +252,8 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
     _check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
     _check_positive_int("eval_every", eval_every)
     _check_positive_int("uniform_paths", uniform_paths)
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
     if not isinstance(data, DataBundle):
         raise TypeError(f"data must be a DataBundle from scarlet_lib.data.get_data, got {type(data).__name__}")
     check_input_size(data.image_size, supernet.small_input)
@@ -275,7 +286,8 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
               "image_size": data.image_size, "batch_size": data.batch_size, "data_seed": data.seed,
               "stream": data.stream, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "sampler": sampler,
               "paths_per_step": m, "reduction": reduction, "lr": lr, "momentum": momentum, "nesterov": nesterov,
-              "weight_decay": weight_decay, "schedule": "cosine per step to 0", "seed": seed,
+              "weight_decay": weight_decay, "warmup_steps": warmup_steps,
+              "schedule": "linear warm-up, then cosine per step to 0", "seed": seed,
               "eval_every": eval_every, "eval_paths": [a.tolist() for a in eval_archs], "eval_batches": eval_batches,
               "calib_batches": len(data.calib_batches), "fused": fused, "world_size": ctx.world_size,
               "device": str(device), "versions": run_info(seed)}
@@ -283,7 +295,7 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
 
     optimizer = torch.optim.SGD(supernet.parameters(), lr=lr, momentum=momentum, nesterov=nesterov,
                                 weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup_steps, total_steps))
     step_rows, eval_rows, start_epoch = [], [], 0
     ckpt = _resume_state(checkpoint_dir, resume, params, identity_keys, device)
     if ckpt is not None:
@@ -481,6 +493,7 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--space", default="no-se", choices=("se", "no-se"))
             s.add_argument("--sampler", default="fair", choices=SAMPLERS)
             s.add_argument("--reduction", default="mean", choices=("mean", "sum"))
+            s.add_argument("--warmup-steps", type=int, default=0)
             s.add_argument("--eval-paths", type=int, default=8)
             s.add_argument("--eval-batches", type=int, default=4)
             s.add_argument("--no-resume", action="store_true")
@@ -511,7 +524,7 @@ def main(argv=None) -> int:
         net = Supernet(SPACE_SE if a.space == "se" else SPACE_NO_SE, a.identity_mode, a.width, data.num_classes,
                        small_input=data.small_input, seed=a.seed)
         res = train_supernet(net, data, a.epochs, a.steps_per_epoch, a.sampler, a.reduction, lr=a.lr, seed=a.seed,
-                             device=device, eval_paths=a.eval_paths, eval_batches=a.eval_batches,
+                             warmup_steps=a.warmup_steps, device=device, eval_paths=a.eval_paths, eval_batches=a.eval_batches,
                              fused=None if a.fused is None else a.fused == "yes", checkpoint_dir=a.out,
                              resume=not a.no_resume, stop_after=a.stop_after, progress=progress, dist_ctx=ctx)
         if ctx.is_main:

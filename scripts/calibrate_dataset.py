@@ -67,11 +67,14 @@ def main(argv=None):
                    help="identity vs LET supernets (same seed, shared weights): per-epoch mean/std of path accuracy")
     p.add_argument("--epochs", type=int, default=4, help="--compare: epochs of --supernet-steps // epochs steps")
     p.add_argument("--modes", default="identity,let")
+    p.add_argument("--warmup", type=int, default=0, help="lr warm-up steps")
     p.add_argument("--classifier-scale-1000", action="store_true",
                    help="rescale the classifier's initial weights to U(+-1/sqrt(1000)) (the released ImageNet "
                         "range) instead of U(+-1/sqrt(num_classes))")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    if a.compare:
+        return compare(a)
     rows = []
     bundle = get_data("gratings", image_size=a.size, batch_size=64, seed=a.seed)
     for name, fn, epochs in (("linear (pixels)", linear, a.linear_epochs), ("small CNN", small_cnn, a.cnn_epochs)):
@@ -94,8 +97,6 @@ def main(argv=None):
                          epochs=f"{a.supernet_steps} steps", heldout_acc=round(100 * res.evals.heldout_acc.mean(), 1),
                          train_acc_last20=round(100 * last.train_acc.mean(), 1), seconds=round(time.time() - t)))
         print(rows[-1], flush=True)
-    if a.compare:
-        return compare(a)
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     if a.out:
@@ -117,6 +118,7 @@ def compare(a):
                 net.classifier.weight.mul_((10 / 1000) ** 0.5)
         t = time.time()
         res = train_supernet(net, data, epochs=a.epochs, lr=a.lr, seed=a.seed, eval_paths=4, eval_batches=1,
+                             warmup_steps=a.warmup,
                              progress=False, checkpoint_dir=f"{a.out}/{mode}" if a.out else None)
         summary = res.epoch_summary().assign(identity_mode=mode, seconds=round(time.time() - t))
         print(summary.to_string(index=False), flush=True)
