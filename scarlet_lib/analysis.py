@@ -26,9 +26,9 @@ import pandas as pd
 
 from .space import CHANNEL_CHANGE_LAYERS, IDENTITY, REDUCTION_LAYERS, Architecture
 
-__all__ = ["add_blocks", "stability_summary", "last_block", "arch_strata", "far_below_threshold",
+__all__ = ["stability_log", "add_blocks", "stability_summary", "last_block", "arch_strata", "far_below_threshold",
            "stability_effects", "paired_bootstrap", "well_above_chance", "paired_gaps", "channel_similarity",
-           "SHAPE_CHANGE_LAYERS"]
+           "SHAPE_CHANGE_LAYERS", "layer_choice_features"]
 
 # 0-based layers where a plain identity cannot be a true identity (stride 2 or more channels).
 SHAPE_CHANGE_LAYERS = tuple(sorted(set(REDUCTION_LAYERS) | set(CHANNEL_CHANGE_LAYERS)))
@@ -38,6 +38,33 @@ def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{what} lacks columns {missing}; it has {list(df.columns)}")
+
+
+def stability_log(runs: Iterable[tuple[str, int, pd.DataFrame, int]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One tidy path log and one tidy evaluation table from several supernet runs.
+
+    ``runs``: ``(mode, seed, steps, batch_size)`` per run, ``steps`` as ``train.train_supernet`` logs it
+    (``epoch, global_step, path_id, arch, train_acc, ...``), or ``(mode, seed, steps, batch_size, evals)``
+    with its ``evals`` table (``epoch, path_id, arch, heldout_acc``). Returns ``(log, evals)`` with columns
+    ``mode, seed, epoch, step, path, arch, num_identity, loss, acc, batch_size`` and ``mode, seed, epoch,
+    path, arch, acc``.
+    """
+    logs, evals = [], []
+    for run in runs:
+        mode, seed, steps, batch = run[:4]
+        logs.append(pd.DataFrame({
+            "mode": mode, "seed": seed, "epoch": steps["epoch"].to_numpy(), "step": steps["global_step"].to_numpy(),
+            "path": steps["path_id"].to_numpy(), "arch": steps["arch"].to_numpy(),
+            "num_identity": steps["num_identity"].to_numpy(), "loss": steps["loss"].to_numpy(),
+            "acc": steps["train_acc"].to_numpy(), "batch_size": batch}))
+        if len(run) > 4 and run[4] is not None and len(run[4]):
+            e = run[4]
+            evals.append(pd.DataFrame({"mode": mode, "seed": seed, "epoch": e["epoch"].to_numpy(),
+                                       "path": e["path_id"].to_numpy(), "arch": e["arch"].to_numpy(),
+                                       "acc": e["heldout_acc"].to_numpy()}))
+    log = pd.concat(logs, ignore_index=True) if logs else pd.DataFrame()
+    ev = pd.concat(evals, ignore_index=True) if evals else pd.DataFrame(columns=["mode", "seed", "epoch", "path", "arch", "acc"])
+    return log, ev
 
 
 def add_blocks(log: pd.DataFrame, block_steps: int | None = None) -> pd.DataFrame:
@@ -204,3 +231,35 @@ def channel_similarity(features: dict) -> pd.DataFrame:
             sims.append(np.where(den > 0, num / np.where(den > 0, den, 1), 0.0).mean())
         rows.append({"choice": c, "mean_cosine_to_others": float(np.mean(sims)) if sims else float("nan")})
     return pd.DataFrame(rows)
+
+
+def layer_choice_features(supernet, x, prefix, layer: int, calib_batches=None, choices=None) -> dict:
+    """Activations after ``layer`` (1-based) for every choice there, with one fixed prefix path before it.
+
+    For each choice ``c`` the path is ``prefix[:layer-1] + [c]``; BatchNorm statistics are re-estimated
+    for that path on ``calib_batches`` (as for one-shot evaluation) when given, the features are taken
+    in eval mode, and the supernet's own statistics are restored. Returns ``{choice: tensor (N, C, H, W)}``.
+    """
+    import torch
+
+    from .evaluation import recalibrate_bn
+    from .space import NUM_LAYERS
+
+    prefix = Architecture.coerce(prefix)
+    choices = list(choices if choices is not None else supernet.space.allowed(layer - 1))
+    state = {k: v.clone() for k, v in supernet.state_dict().items() if "running" in k or "num_batches" in k}
+    was = supernet.training
+    out = {}
+    try:
+        for c in choices:
+            arch = Architecture(list(prefix)[: layer - 1] + [c] + list(prefix)[layer:NUM_LAYERS])
+            fwd = lambda inp, a=arch: supernet.capture_features(inp, a, layers=(layer,))[layer]  # noqa: E731
+            if calib_batches is not None:
+                recalibrate_bn(fwd, supernet, calib_batches, next(supernet.parameters()).device)
+            supernet.eval()
+            with torch.no_grad():
+                out[c] = fwd(x).detach().cpu()
+    finally:
+        supernet.load_state_dict(state, strict=False)
+        supernet.train(was)
+    return out

@@ -27,7 +27,7 @@ NOTEBOOKS = (
 SUPERNET_NOTEBOOKS = ("02_supernet_stability", "04_feature_maps", "06_search", "07_architecture_browser")
 DEFAULT_PROFILE = "cpu"
 
-_SUPERNET_SMOKE = dict(dataset="gratings", data_root="", image_size=16, width=0.25, space="no_se", epochs=1,
+_SUPERNET_SMOKE = dict(dataset="gratings", data_root="", image_size=32, width=0.25, space="no_se", epochs=1,
                        steps_per_epoch=3, batch_size=8, lr=0.05, eval_paths=2)
 _SUPERNET_CPU = dict(dataset="gratings", data_root="", image_size=32, width=0.5, space="no_se", epochs=4,
                      steps_per_epoch=15, batch_size=32, lr=0.05, eval_paths=8)
@@ -36,14 +36,14 @@ _SUPERNET_GPU = dict(dataset="cifar10", data_root="", image_size=32, width=1.0, 
 
 PROFILES: dict[str, dict] = {
     "smoke": {
-        "common": dict(profile="smoke", threads=2),
+        "common": dict(profile="smoke", threads=1),  # tiny tensors: a second thread only adds barrier waits
         "supernet": _SUPERNET_SMOKE,
         "notebooks": {
             "01_let_equivalence": dict(seed=0, fold_width=0.25, fold_batch=2),
             "02_supernet_stability": dict(seeds=[0, 1], block_steps=1),
-            "03_relu_vs_linear": dict(seeds=[0, 1], epochs=1, steps_per_epoch=2, batch_size=8, image_size=16,
+            "03_relu_vs_linear": dict(seeds=[0, 1], epochs=1, steps_per_epoch=2, batch_size=8, image_size=32, eval_batches=1,
                                       width=0.25, dataset="gratings", data_root=""),
-            "04_feature_maps": dict(seed=0, channels=4),
+            "04_feature_maps": dict(seed=0, channels=4, images=2),
             "05_table3_figure4": dict(checkpoint_path="", imagenet_root=""),
             "06_search": dict(seed=0, population=6, generations=2, eval_batches=1),
             "07_architecture_browser": dict(seed=0, table_rows=5),

@@ -117,6 +117,7 @@ class RunPlan:
     output: Path
     figures: Path
     cache: Path
+    notebook_dir: Path = NOTEBOOK_DIR
 
 
 def plan_run(profile: str = DEFAULT_PROFILE, only: Sequence[str] | None = None, device: str | None = None,
@@ -163,7 +164,7 @@ def plan_run(profile: str = DEFAULT_PROFILE, only: Sequence[str] | None = None, 
             import torch
             if not torch.cuda.is_available():
                 raise ParameterError(f"{nb}: device 'cuda' requested but torch {torch.__version__} sees no GPU")
-    return RunPlan(profile, selected, params, output, figures, cache)
+    return RunPlan(profile, selected, params, output, figures, cache, notebook_dir)
 
 
 def _failed_cell(nb_path: Path) -> tuple[int | None, str]:
@@ -216,7 +217,7 @@ def run(plan: RunPlan, timeout: int | None = None, log=_log):
     rows = []
     for nb in plan.notebooks:
         log(f"[{time.strftime('%H:%M:%S')}] {nb} ...")
-        row = run_notebook(nb, plan.parameters[nb], plan.output, timeout=timeout)
+        row = run_notebook(nb, plan.parameters[nb], plan.output, plan.notebook_dir, timeout=timeout)
         rows.append(row)
         msg = f"    {row['status']} in {row['seconds']:.1f} s"
         if row["status"] != "ok":
