@@ -230,7 +230,7 @@ class ArchitectureBrowser:
     def refresh(self) -> None:
         arch = self.architecture
         info = describe(arch, self.costs)
-        self.madds_label.value, self.params_label.value = summary_html(info)
+        self.diagram.value = diagram_png(arch)  # first: the labels changing last means the view is complete
         self.arch_label.value = f"<code>{info['arch']}</code> &nbsp; {info['choices']}"
         if self.scorer is not None:
             acc = self.scorer(arch)
@@ -238,7 +238,7 @@ class ArchitectureBrowser:
                                          "<i>one-shot accuracy: not in the trained supernet's space</i>")
         else:
             self.accuracy_label.value = "<i>one-shot accuracy: no trained supernet given</i>"
-        self.diagram.value = diagram_png(arch)
+        self.madds_label.value, self.params_label.value = summary_html(info)
 
     def _ipython_display_(self):  # pragma: no cover - display hook
         from IPython.display import display
