@@ -66,6 +66,14 @@ CALIBRATION: dict[str, str] = {
         "--identity-mode let|identity --eval-paths 4 --eval-batches 1 --lr 0.1 --threads 1)"),
     "supernet_w0.5_30steps_probes": (
         "chance after 30 steps at lr 0.02, and at lr 0.05 with the classifier rescaled to U(+-1/sqrt(1000))"),
+    "supernet_w0.25_lr0.1_warmup10_160steps_classifier_1000": (
+        "last epoch path training accuracy 12.6 +- 4.7% (LET) vs 11.7 +- 4.5% (identity), held-out ~10% "
+        "(scripts/calibrate_dataset.py --compare --modes let|identity --width 0.25 --lr 0.1 --warmup 10 "
+        "--supernet-steps 160 --epochs 4 --classifier-scale-1000 --threads 1)"),
+    "standalone_scarlet_a_w0.25_150steps": (
+        "released init (classifier U(+-1/sqrt(10)), initial loss ~5), lr 0.05: 12.1% train / 9.8% held-out; "
+        "classifier rescaled to U(+-1/sqrt(1000)): lr 0.02: 27.4% / 22.5%, lr 0.005: 23.2% / 17.6%: "
+        "the 10-class classifier range of models.init_weights (1/sqrt(num_classes)) is what stalls learning"),
 }
 
 
