@@ -340,42 +340,43 @@ def figure3(curves: pd.DataFrame, value: str = "acc", split_col: str = "split", 
 
 def figure5(grids: Mapping[str, Mapping[int, object]], similarity: Mapping[str, pd.DataFrame] | None = None,
             channels: int = 8, title: str = "", image_index: int = 0):
-    """Feature-map grids, one block of rows per mode: a row per choice, a column per channel.
+    """Feature-map grids, the modes side by side: a row per choice, a column per channel.
 
     ``grids``: mode -> {choice: tensor (N, C, H, W)} captured at one layer for the same images with the
     same prefix path. Each map is scaled to its own range (the point is structure, not magnitude).
-    ``similarity``: mode -> table from ``analysis.channel_similarity``, shown as the row's number.
+    ``similarity``: mode -> table from ``analysis.channel_similarity``, shown next to each row.
     """
     modes = list(grids)
-    choices = [list(grids[m]) for m in modes]
-    rows = sum(len(c) for c in choices)
-    fig, axes = plt.subplots(rows, channels, figsize=(1.05 * channels + 2.2, 0.95 * rows + 0.8), squeeze=False)
-    r = 0
-    for m, cs in zip(modes, choices):
+    choices = list(dict.fromkeys(c for m in modes for c in grids[m]))
+    cols = len(modes) * channels + (len(modes) - 1)  # one spacer column between modes
+    fig, axes = plt.subplots(len(choices), cols, figsize=(0.9 * cols + 1.5, 0.95 * len(choices) + 1.0), squeeze=False,
+                             gridspec_kw={"width_ratios": ([1] * channels + [0.35]) * (len(modes) - 1) + [1] * channels})
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for sp in ax.spines.values():
+            sp.set_visible(False)
+    for k, m in enumerate(modes):
         sims = {}
         if similarity is not None and m in similarity:
             sims = dict(zip(similarity[m]["choice"], similarity[m]["mean_cosine_to_others"]))
-        for c in cs:
+        off = k * (channels + 1)
+        axes[0, off + channels // 2].set_title(_mode_label(m), fontsize=11, pad=14)
+        for r, c in enumerate(choices):
+            if c not in grids[m]:
+                continue
             f = grids[m][c]
             f = np.asarray(f.detach().cpu() if hasattr(f, "detach") else f)[image_index]
-            for j in range(channels):
-                ax = axes[r, j]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if j < f.shape[0]:
-                    img = f[j]
-                    lo, hi = float(img.min()), float(img.max())
-                    ax.imshow((img - lo) / (hi - lo) if hi > lo else np.zeros_like(img), cmap="viridis",
-                              vmin=0, vmax=1, interpolation="nearest")
-                else:
-                    ax.axis("off")
+            for j in range(min(channels, f.shape[0])):
+                img = f[j]
+                lo, hi = float(img.min()), float(img.max())
+                axes[r, off + j].imshow((img - lo) / (hi - lo) if hi > lo else np.zeros_like(img), cmap="viridis",
+                                        vmin=0, vmax=1, interpolation="nearest")
                 if r == 0:
-                    ax.set_title(f"ch {j}", fontsize=8)
-            label = f"{_mode_label(m)}\n{CHOICES[int(c)].token}"
-            if c in sims:
-                label += f"  cos {sims[c]:.2f}"
-            axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7.5)
-            r += 1
+                    axes[r, off + j].text(0.5, 1.05, f"ch {j}", transform=axes[r, off + j].transAxes, ha="center",
+                                          fontsize=7)
+            label = CHOICES[int(c)].token + (f"\ncos {sims[c]:.2f}" if c in sims else "")
+            axes[r, off].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -386,11 +387,12 @@ def figure5(grids: Mapping[str, Mapping[int, object]], similarity: Mapping[str, 
 # Search: Pareto fronts
 # ------------------------------------------------------------------------------------------------
 
-def _front_mask(acc: np.ndarray, madds: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """Non-dominated points of min {-acc, MAdds, -params} (pymoo's sorting)."""
+def _front_mask(acc: np.ndarray, madds: np.ndarray, params: np.ndarray | None = None) -> np.ndarray:
+    """Non-dominated points of min {-acc, MAdds, -params} (or {-acc, MAdds} without params; pymoo's sorting)."""
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-    F = np.column_stack([-acc, madds, -params]).astype(float)
+    cols = [-acc, madds] + ([-params] if params is not None else [])
+    F = np.column_stack(cols).astype(float)
     mask = np.zeros(len(F), dtype=bool)
     if len(F):
         mask[NonDominatedSorting().do(F, only_non_dominated_front=True)] = True
@@ -402,8 +404,8 @@ def pareto_fronts(history: pd.DataFrame, references: Mapping[str, tuple[float, f
                   params: str = "params_m", generation: str = "generation", n_generations: int = 5):
     """Search result on two panels.
 
-    Left: one-shot accuracy vs MAdds of each shown generation's non-dominated set (feasible models
-    only), SCARLET-A/B/C as labelled vertical lines: their accuracy is ImageNet top-1 and is not drawn
+    Left: one-shot accuracy vs MAdds front (2-D, feasible models evaluated up to each shown generation),
+    SCARLET-A/B/C as labelled vertical lines: their accuracy is ImageNet top-1 and is not drawn
     on the same axis as one-shot accuracy on other data. Right: params vs MAdds of every evaluated
     model (grey), the final front, the picked models and SCARLET-A/B/C.
     ``references``: name -> (MAdds M, params M) at the same input size and width as the history's costs.
@@ -418,18 +420,19 @@ def pareto_fronts(history: pd.DataFrame, references: Mapping[str, tuple[float, f
     for k, gi in enumerate(shown):
         g = gens[gi]
         d = h[h[generation] <= g].drop_duplicates("arch") if "arch" in h.columns else h[h[generation] <= g]
-        d = d[_front_mask(d[acc].values, d[madds].values, d[params].values)].sort_values(madds)
+        d = d[_front_mask(d[acc].values, d[madds].values)].sort_values(madds)  # accuracy-MAdds front
         colour = cmap(k / max(1, len(shown) - 1))
-        a1.plot(d[madds], 100 * d[acc], marker="o", ms=3.5, lw=1.2, color=colour, label=f"up to generation {g}")
+        a1.step(d[madds], 100 * d[acc], where="post", marker="o", ms=3.5, lw=1.2, color=colour,
+                label=f"up to generation {g}")
     for name, (m, _) in (references or {}).items():
         a1.axvline(m, color="0.3", ls="--", lw=0.9)
         a1.text(m, 1.0, name, rotation=90, va="top", ha="right", fontsize=8, transform=a1.get_xaxis_transform())
-    a1.set(xlabel="MAdds (M)", ylabel="one-shot accuracy (%)", title="Non-dominated set by generation")
+    a1.set(xlabel="MAdds (M)", ylabel="one-shot accuracy (%)", title="Accuracy-MAdds front of all models so far")
     a1.legend(fontsize=8)
     a2.scatter(h[madds], h[params], s=6, color="0.75", label="evaluated")
     final = h.drop_duplicates("arch") if "arch" in h.columns else h
     final = final[_front_mask(final[acc].values, final[madds].values, final[params].values)]
-    a2.scatter(final[madds], final[params], s=18, color=cmap(1.0), label="final front")
+    a2.scatter(final[madds], final[params], s=18, color=cmap(1.0), label="final front (3 objectives)")
     if picked is not None and len(picked):
         a2.scatter(picked[madds], picked[params], s=140, marker="*", color="#C44E52", ec="k", label="picked", zorder=5)
     for name, (m, p) in (references or {}).items():
