@@ -183,23 +183,29 @@ def _failed_cell(nb_path: Path) -> tuple[int | None, str]:
 
 def run_notebook(notebook: str, parameters: dict, output: Path, notebook_dir: Path = NOTEBOOK_DIR,
                  timeout: int | None = None) -> dict:
-    """Execute one notebook with papermill; never raises for a failing notebook, returns a summary row."""
+    """Execute one notebook with papermill; never raises for a failing notebook, returns a summary row.
+
+    A failure is described by ``failed_cell`` (the execution count, ``In [n]`` in the executed notebook),
+    ``failed_source`` (the cell's first line) and ``error`` (exception name and message).
+    """
     import papermill as pm
 
     out_nb = output / "notebooks" / f"{notebook}.ipynb"
     out_nb.parent.mkdir(parents=True, exist_ok=True)
-    row = {"notebook": notebook, "status": "ok", "seconds": 0.0, "failed_cell": None, "error": "",
-           "executed": str(out_nb)}
+    row = {"notebook": notebook, "status": "ok", "seconds": 0.0, "failed_cell": None, "failed_source": "",
+           "error": "", "executed": str(out_nb)}
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(notebook_dir / f"{notebook}.ipynb"), str(out_nb), parameters=parameters,
                             kernel_name="python3", cwd=str(notebook_dir), progress_bar=False,
                             execution_timeout=timeout)
     except pm.PapermillExecutionError as e:
-        row.update(status="failed", failed_cell=e.cell_index, error=f"{e.ename}: {str(e.evalue)[:300]}")
+        _, source = _failed_cell(out_nb)
+        row.update(status="failed", failed_cell=int(e.exec_count), failed_source=source,
+                   error=f"{e.ename}: {str(e.evalue)[:300]}")
     except Exception as e:  # noqa: BLE001 - kernel death, timeout, unreadable notebook: report, go on
-        cell, _ = _failed_cell(out_nb)
-        row.update(status="failed", failed_cell=cell, error=f"{type(e).__name__}: {str(e)[:300]}")
+        _, source = _failed_cell(out_nb)
+        row.update(status="failed", failed_source=source, error=f"{type(e).__name__}: {str(e)[:300]}")
     row["seconds"] = round(time.perf_counter() - start, 1)
     return row
 
@@ -221,7 +227,7 @@ def run(plan: RunPlan, timeout: int | None = None, log=_log):
         rows.append(row)
         msg = f"    {row['status']} in {row['seconds']:.1f} s"
         if row["status"] != "ok":
-            msg += f" (cell {row['failed_cell']}: {row['error']})"
+            msg += f" at In [{row['failed_cell']}] `{row['failed_source']}`: {row['error']}"
         log(msg)
     summary = pd.DataFrame(rows)
     summary.attrs["total_seconds"] = float(summary["seconds"].sum())
@@ -260,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = run(plan, timeout=args.timeout)
     import pandas as pd
     with pd.option_context("display.max_colwidth", 70, "display.width", 160):
-        print(summary[["notebook", "status", "seconds", "failed_cell", "error"]].to_string(index=False))
+        print(summary[["notebook", "status", "seconds", "failed_cell", "failed_source", "error"]].to_string(index=False))
     print(f"total {summary.attrs['total_seconds']:.1f} s; summary: {plan.output / 'summary.csv'}")
     failed = summary[summary["status"] != "ok"]
     if len(failed):

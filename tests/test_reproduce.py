@@ -124,7 +124,9 @@ def test_a_failing_notebook_is_reported_with_its_cell_and_the_others_still_run(t
     bad, good = summary.set_index("notebook").loc["bad"], summary.set_index("notebook").loc["good"]
     assert bad["status"] == "failed" and "boom in cell 2" in bad["error"]
     executed = nbformat.read(tmp_path / "out" / "notebooks" / "bad.ipynb", as_version=4)
-    assert "boom" in executed.cells[int(bad["failed_cell"])].source  # the cell index names the failing cell
+    failing = [c for c in executed.cells if c.get("execution_count") == bad["failed_cell"]]
+    assert len(failing) == 1 and "boom" in failing[0].source  # In [n] names the failing cell
+    assert bad["failed_source"].startswith("raise RuntimeError")
     assert good["status"] == "ok" and (nbdir / "done.txt").read_text() == "7"  # ran, with the injected parameter
     assert (tmp_path / "out" / "summary.csv").exists() and summary["seconds"].gt(0).all()
 
