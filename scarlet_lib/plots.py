@@ -208,6 +208,7 @@ def figure1(summary: pd.DataFrame, last: pd.DataFrame, chance: float, eval_table
         for _, ss in s.groupby("seed"):
             ax.plot(ss["block"], 100 * ss["mean_acc"], color=c, lw=0.7, alpha=0.5)
     ax.axhline(100 * chance, color="0.4", ls=":", lw=1, label="chance")
+    ax.set_ylim(bottom=0)
     ax.set(xlabel=block_name, ylabel="running training accuracy (%)",
            title="Sampled paths: mean ± s.d. among paths")
     ax.legend(loc="upper left")
@@ -257,6 +258,8 @@ def figure1(summary: pd.DataFrame, last: pd.DataFrame, chance: float, eval_table
     for ax, (col, label) in zip(axes[1, 1:], strata):
         if col in last.columns:
             d = last.assign(acc_pct=100 * last["acc"], mode_label=last["mode"].map(_mode_label))
+            if d[col].dtype == bool:
+                d[col] = d[col].map({False: "no", True: "yes"})
             palette = {_mode_label(m): MODE_COLOURS.get(m) for m in modes}
             sns.boxplot(data=d, x=col, y="acc_pct", hue="mode_label", palette=palette, ax=ax, fliersize=0,
                         boxprops=dict(alpha=0.45))
@@ -267,6 +270,9 @@ def figure1(summary: pd.DataFrame, last: pd.DataFrame, chance: float, eval_table
             ax.axhline(100 * chance, color="0.4", ls=":", lw=1)
             ax.set(xlabel=label, ylabel="path training accuracy (%)", title="Last block, stratified")
             ax.legend(title=None, fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+    for ax in axes[0]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     if verdict is not None and not verdict[0]:
         fig.subplots_adjust(top=0.86)
@@ -316,6 +322,8 @@ def figure3(curves: pd.DataFrame, value: str = "acc", split_col: str = "split", 
         if chance is not None:
             ax.axhline(100 * chance, color="0.4", ls=":", lw=1)
         ax.set(xlabel="epoch", ylabel=f"{split or ''} accuracy (%)".strip(), title=f"{split or value}")
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
     if gaps is not None:
         ax = axes[0, -1]
