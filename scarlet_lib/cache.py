@@ -171,8 +171,8 @@ class SupernetRun:
 
 def supernet_run(identity_mode: str = "let", seed: int = 0, dataset: str = "gratings", data_root: str = "",
                  image_size: int = 32, width: float = 0.5, space: str = "no_se", epochs: int = 1,
-                 steps_per_epoch: int = 0, batch_size: int = 32, lr: float = 0.05, eval_paths: int = 8,
-                 device: str = "cpu", cache_dir: str | os.PathLike | None = None, train: bool = True,
+                 steps_per_epoch: int = 0, batch_size: int = 32, lr: float = 0.05, warmup_steps: int = 0,
+                 eval_paths: int = 8, device: str = "cpu", cache_dir: str | os.PathLike | None = None, train: bool = True,
                  progress: bool = False) -> SupernetRun | None:
     """A strict-fair supernet trained with these settings: from the cache, or trained now and cached.
 
@@ -188,7 +188,7 @@ def supernet_run(identity_mode: str = "let", seed: int = 0, dataset: str = "grat
 
     key = dict(identity_mode=identity_mode, seed=seed, dataset=dataset, data_root=data_root, image_size=image_size,
                width=width, space=space, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-               lr=lr, eval_paths=eval_paths, device=device)
+               lr=lr, warmup_steps=warmup_steps, eval_paths=eval_paths, device=device)
     sp = space_by_name(space)
     cache = Cache("supernets", cache_dir or None, code_modules=SUPERNET_CODE)
 
@@ -200,7 +200,7 @@ def supernet_run(identity_mode: str = "let", seed: int = 0, dataset: str = "grat
         data = supernet_data(dataset, data_root, image_size, batch_size, seed)
         net = build(data.num_classes, data.small_input)
         result = train_supernet(net, data, epochs=epochs, steps_per_epoch=steps_per_epoch or None, lr=lr, seed=seed,
-                                device=device, eval_paths=eval_paths, progress=progress)
+                                warmup_steps=warmup_steps, device=device, eval_paths=eval_paths, progress=progress)
         result.save(folder)
         torch.save({"model": net.state_dict(), "num_classes": data.num_classes, "small_input": data.small_input},
                    folder / "supernet.pt")

@@ -30,7 +30,8 @@ def test_profiles_fit_the_notebooks(profile, tmp_path):
         assert plan.parameters[nb]["profile"] == profile
         assert plan.parameters[nb]["device"] == "cpu"
     # the supernet notebooks get identical supernet settings, so they share the cache
-    keys = ("dataset", "image_size", "width", "space", "epochs", "steps_per_epoch", "batch_size", "lr", "eval_paths")
+    keys = ("dataset", "image_size", "width", "space", "epochs", "steps_per_epoch", "batch_size", "lr", "warmup_steps",
+            "eval_paths")
     ref = plan.parameters["02_supernet_stability"]
     for nb in ("04_feature_maps", "06_search", "07_architecture_browser"):
         assert {k: plan.parameters[nb][k] for k in keys} == {k: ref[k] for k in keys}, nb
