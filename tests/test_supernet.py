@@ -1,0 +1,145 @@
+"""Supernet: shared weights across identity modes, paths vs extracted models, fused == sequential step."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from scarlet_lib.space import IDENTITY, SPACE_NO_SE, SPACE_SE, ArchitectureError
+from scarlet_lib.supernet import Supernet, block_forward, trimmed_depthwise
+from scarlet_lib.blocks import InvertedResidual
+
+WIDTH = 0.25
+
+
+def grads(net):
+    return {n: p.grad for n, p in net.named_parameters()}
+
+
+def test_identity_and_let_supernets_share_common_weights():
+    ident = Supernet(SPACE_SE, "identity", WIDTH, seed=3).state_dict()
+    let = Supernet(SPACE_SE, "let", WIDTH, seed=3).state_dict()
+    common = set(ident) & set(let)
+    assert set(ident) <= set(let) and len(set(let) - set(ident)) == 19  # one LET conv per layer extra
+    assert all(torch.equal(ident[k], let[k]) for k in common)
+    other = Supernet(SPACE_SE, "identity", WIDTH, seed=4).state_dict()
+    assert not torch.equal(ident["layers.0.candidates.0.conv1.weight"], other["layers.0.candidates.0.conv1.weight"])
+
+
+@pytest.mark.parametrize("mode", ["identity", "let"])
+def test_path_forward_equals_extracted_model(mode):
+    net = Supernet(SPACE_SE, mode, WIDTH, seed=0).eval()
+    x = torch.randn(4, 3, 32, 32)
+    for arch in SPACE_SE.sample_fair(1)[:4]:
+        model = net.extract(arch).eval()
+        torch.testing.assert_close(net(x, arch), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("space", [SPACE_SE, SPACE_NO_SE], ids=["13", "7"])
+@pytest.mark.parametrize("mode", ["identity", "let", "let_relu"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_fused_step_equals_sequential(space, mode, reduction):
+    # ImageNet layout at 32x32 reaches 1x1, so depthwise trimming is exercised too (sequential: untrimmed).
+    seq = Supernet(space, mode, WIDTH, small_input=False, seed=1).double()
+    fused = copy.deepcopy(seq)
+    x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
+    archs = space.sample_fair(2)
+    a = seq.fair_step(x, y, archs, reduction=reduction, fused=False, trim_kernels=False)
+    b = fused.fair_step(x, y, archs, reduction=reduction, fused=True, trim_kernels=True)
+    torch.testing.assert_close(a["loss"], b["loss"])
+    assert torch.equal(a["correct"], b["correct"])
+    ga, gb = grads(seq), grads(fused)
+    assert [n for n, g in ga.items() if g is None] == [n for n, g in gb.items() if g is None]
+    for n in ga:
+        if ga[n] is not None:
+            torch.testing.assert_close(ga[n], gb[n], rtol=1e-7, atol=1e-9)
+    # BN running statistics too (the stem's counted as m updates)
+    for (n, ba), bb in zip(seq.named_buffers(), fused.buffers()):
+        torch.testing.assert_close(ba, bb, rtol=1e-9, atol=1e-12)
+
+
+def test_reduction_scales_gradients():
+    net = Supernet(SPACE_NO_SE, "let", WIDTH, seed=0).double()
+    x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
+    archs = SPACE_NO_SE.sample_fair(0)
+    net.fair_step(x, y, archs, reduction="sum")
+    s = net.classifier.weight.grad.clone()
+    net.zero_grad()
+    net.fair_step(x, y, archs, reduction="mean")
+    torch.testing.assert_close(s / len(archs), net.classifier.weight.grad)
+
+
+def test_strict_fair_step_touches_every_candidate_once():
+    net = Supernet(SPACE_NO_SE, "let", WIDTH, seed=0)
+    calls = {}
+    for i, layer in enumerate(net.layers):
+        for c, block in layer.candidates.items():
+            block.register_forward_hook(lambda m, inp, out, key=(i, c): calls.__setitem__(key, calls.get(key, 0) + 1))
+    # trim_kernels=False: trimmed blocks run their submodules directly, past the block hooks
+    net.fair_step(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)), SPACE_NO_SE.sample_fair(5), trim_kernels=False)
+    assert calls == {(i, str(c)): 1 for i in range(19) for c in SPACE_NO_SE.choices}
+    assert all(p.grad is not None for p in net.parameters())  # every weight trained in one fair step
+
+
+def test_single_path_step_matches_one_path_fair_step():
+    a = Supernet(SPACE_SE, "let", WIDTH, seed=0).double()
+    b = copy.deepcopy(a)
+    x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
+    arch = SPACE_SE.sample_uniform(0)
+    ra = a.single_path_step(x, y, arch)
+    rb = b.fair_step(x, y, [arch], fused=True)
+    torch.testing.assert_close(ra["loss"], rb["loss"])
+    torch.testing.assert_close(a.classifier.weight.grad, b.classifier.weight.grad)
+    unused = [n for n, p in a.named_parameters() if p.grad is None]
+    assert unused and all(n.startswith("layers.") for n in unused)
+
+
+@pytest.mark.parametrize("size,stride", [(1, 1), (2, 1), (2, 2), (3, 2), (4, 1)])
+def test_trimmed_depthwise_is_exact(size, stride):
+    conv = nn.Conv2d(6, 6, 7, stride, 3, groups=6, bias=False).double()
+    x = torch.randn(2, 6, size, size, dtype=torch.float64, requires_grad=True)
+    full = conv(x)
+    trimmed = trimmed_depthwise(conv, x)
+    torch.testing.assert_close(full, trimmed)
+    g_full = torch.autograd.grad(full.sum(), (x, conv.weight))
+    g_trim = torch.autograd.grad(trimmed.sum(), (x, conv.weight))
+    for a, b in zip(g_full, g_trim):
+        torch.testing.assert_close(a, b)
+    block = InvertedResidual(6, 6, 3, 7, 1, se=True).double()
+    torch.testing.assert_close(block_forward(block, x, trim_kernels=True), block(x))
+
+
+def test_bad_inputs_raise_clear_errors():
+    net = Supernet(SPACE_NO_SE, "let", WIDTH)
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
+    with pytest.raises(ArchitectureError, match="not in this space"):
+        net(x, [1] * 19)  # choice 1 has SE: not in the 7-choice space
+    with pytest.raises(ArchitectureError, match="19"):
+        net(x, [0] * 18)
+    with pytest.raises(ValueError, match="reduction"):
+        net.fair_step(x, y, SPACE_NO_SE.sample_fair(0), reduction="avg")
+    with pytest.raises(ValueError, match="non-empty list"):
+        net.fair_step(x, y, [])
+    with pytest.raises(ValueError, match="batch size"):
+        net.fair_step(x, y[:1], SPACE_NO_SE.sample_fair(0))
+    with pytest.raises(ValueError, match=r"\(batch, 3, H, W\)"):
+        net(torch.randn(3, 32, 32), [0] * 19)
+    with pytest.raises(ValueError, match="1..19"):
+        net.capture_features(x, [0] * 19, layers=(0, 20))
+
+
+def test_capture_features_shapes_and_one_pass():
+    x = torch.randn(2, 3, 32, 32)
+    arch = [IDENTITY] + [0] * 14 + [IDENTITY] + [0] * 3  # identity at channel-changing layer 1
+    ident = Supernet(SPACE_SE, "identity", 0.5, seed=0).eval()
+    let = Supernet(SPACE_SE, "let", 0.5, seed=0).eval()
+    cin, cout = ident.layers[0].in_channels, ident.layers[0].out_channels
+    f = ident.capture_features(x, arch, layers=(1, 15))
+    assert set(f) == {1, 15}
+    assert f[1].shape == (2, cout, 16, 16) and f[15].shape[1] == ident.layers[14].out_channels
+    stem = ident.stem_forward(x)
+    torch.testing.assert_close(f[1][:, :cin], stem[:, :, ::2, ::2])  # input channels kept
+    assert torch.count_nonzero(f[1][:, cin:]) == 0  # zero pad
+    g = let.capture_features(x, arch, layers=(1,))
+    assert g[1].shape == f[1].shape and torch.count_nonzero(g[1][:, cin:]) > 0
+    torch.testing.assert_close(f[15], ident(x, arch, upto=15))
