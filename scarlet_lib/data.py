@@ -51,7 +51,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 __all__ = [
-    "DATASETS", "DataError", "DataBundle", "get_data", "generate_gratings", "GratingDataset", "EpochBatchSampler",
+    "DATASETS", "DataError", "DataBundle", "get_data", "generate_gratings", "GratingSpec", "GRATING_DIFFICULTIES",
+    "grating_spec", "GratingDataset", "EpochBatchSampler",
     "check_input_size", "min_image_size", "default_data_root", "derive_seed", "holdout_split", "CALIBRATION",
 ]
 
@@ -121,20 +122,62 @@ def check_input_size(image_size: int, small_input: bool) -> None:
 
 
 # -- the embedded grating dataset -----------------------------------------------------------------
-_GRATING_VERSION = 1  # bump when the generator changes, so old cache files are not reused
+_GRATING_VERSION = 2  # bump when the generator changes, so old cache files are not reused
+
+
+@dataclass(frozen=True)
+class GratingSpec:
+    """How hard the grating images are: the class cues and the nuisances drawn around them.
+
+    Class ``c`` is orientation ``(c mod 5) * 36 deg`` and frequency band ``bands[c // 5]`` (cycles per
+    image); ``orientation_jitter`` (deg, sd) and ``frequency_jitter`` (log-normal sd) make neighbouring
+    classes overlap, so the Bayes accuracy is below 100%. Phase is always uniform (the class-mean image
+    is flat, so a linear classifier on pixels stays near chance); grating colour and background colour
+    are random; ``contrast`` is a uniform range; ``distractor`` the largest contrast of a second grating of
+    random orientation and frequency; ``noise`` the sd of Gaussian pixel noise (pixels in [0, 1]).
+    """
+
+    bands: tuple[float, float] = (3.0, 7.0)
+    orientation_jitter: float = 10.0
+    frequency_jitter: float = 0.08
+    contrast: tuple[float, float] = (0.20, 0.40)
+    distractor: float = 0.0
+    noise: float = 0.08
+
+
+# "standard" (the default) is calibrated so that a 19-layer strict-fair supernet leaves chance within a
+# few CPU minutes while a small CNN stays clearly below 100% (numbers in CALIBRATION); "hard" is the
+# first version (more jitter, a distractor grating, more noise): small CNNs still learn it, supernets
+# need far longer.
+GRATING_DIFFICULTIES: dict[str, GratingSpec] = {
+    "standard": GratingSpec(),
+    "hard": GratingSpec(bands=(3.0, 6.0), orientation_jitter=12.0, frequency_jitter=0.2, contrast=(0.10, 0.35),
+                        distractor=0.15, noise=0.12),
+}
 _NUM_ORIENT = 5
-_BANDS = (3.0, 6.0)  # cycles per image of the two frequency bands
+
+
+def grating_spec(difficulty: str | GratingSpec) -> GratingSpec:
+    """The ``GratingSpec`` of a difficulty name (or the spec itself)."""
+    if isinstance(difficulty, GratingSpec):
+        return difficulty
+    if difficulty not in GRATING_DIFFICULTIES:
+        raise DataError(f"unknown grating difficulty {difficulty!r}; accepted: {list(GRATING_DIFFICULTIES)} "
+                        "or a GratingSpec")
+    return GRATING_DIFFICULTIES[difficulty]
 
 
 def generate_gratings(n: int, image_size: int = 32, seed: int = 0, num_classes: int = 10,
-                      labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      labels: torch.Tensor | None = None,
+                      difficulty: str | GratingSpec = "standard") -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` grating images as uint8 ``(n, 3, s, s)`` and int64 labels, a pure function of the arguments.
 
     Labels are balanced (each class ``n // num_classes`` or one more times) in a seeded random order,
-    unless ``labels`` is given. See the module docstring for what the classes are.
+    unless ``labels`` is given. ``difficulty``: a name of ``GRATING_DIFFICULTIES`` or a ``GratingSpec``.
     """
-    if num_classes != _NUM_ORIENT * len(_BANDS):
-        raise DataError(f"the grating dataset has {_NUM_ORIENT * len(_BANDS)} classes, got num_classes={num_classes}")
+    spec = grating_spec(difficulty)
+    if num_classes != _NUM_ORIENT * len(spec.bands):
+        raise DataError(f"the grating dataset has {_NUM_ORIENT * len(spec.bands)} classes, got num_classes={num_classes}")
     if not isinstance(n, (int, np.integer)) or n < 0:
         raise DataError(f"number of images must be a non-negative integer, got {n!r}")
     if not isinstance(image_size, (int, np.integer)) or image_size < 8:
@@ -151,9 +194,9 @@ def generate_gratings(n: int, image_size: int = 32, seed: int = 0, num_classes: 
         labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
     labels = labels.long()
     orient = labels % _NUM_ORIENT
-    band = torch.as_tensor(_BANDS)[labels // _NUM_ORIENT]
-    theta = orient * (math.pi / _NUM_ORIENT) + randn(n) * math.radians(12)
-    freq = band * torch.exp(0.2 * randn(n))
+    band = torch.as_tensor(spec.bands, dtype=torch.float32)[labels // _NUM_ORIENT]
+    theta = orient * (math.pi / _NUM_ORIENT) + randn(n) * math.radians(spec.orientation_jitter)
+    freq = band * torch.exp(spec.frequency_jitter * randn(n))
     coords = (torch.arange(image_size, dtype=torch.float32) + 0.5) / image_size
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
 
@@ -162,17 +205,18 @@ def generate_gratings(n: int, image_size: int = 32, seed: int = 0, num_classes: 
         return torch.sin(2 * math.pi * freq[:, None, None] * u + phase[:, None, None])  # (n, s, s)
 
     main = grating(theta, freq, rand(n) * 2 * math.pi)
-    distract = grating(rand(n) * math.pi, 1.5 + 6.5 * rand(n), rand(n) * 2 * math.pi)
     colour = rand(n, 3) * 2 - 1                      # signed per-channel grating colour
     colour = colour / colour.norm(dim=1, keepdim=True).clamp_min(1e-3)
     background = 0.25 + 0.5 * rand(n, 3)
-    contrast = 0.10 + 0.25 * rand(n)
-    distract_contrast = 0.15 * rand(n)
-    distract_colour = rand(n, 3) * 2 - 1
+    lo, hi = spec.contrast
+    contrast = lo + (hi - lo) * rand(n)
     img = (background[:, :, None, None]
            + (contrast[:, None] * colour)[:, :, None, None] * main[:, None]
-           + (distract_contrast[:, None] * distract_colour)[:, :, None, None] * distract[:, None]
-           + 0.12 * randn(n, 3, image_size, image_size))
+           + spec.noise * randn(n, 3, image_size, image_size))
+    if spec.distractor > 0:
+        distract = grating(rand(n) * math.pi, 1.5 + 6.5 * rand(n), rand(n) * 2 * math.pi)
+        distract_colour = rand(n, 3) * 2 - 1
+        img = img + ((spec.distractor * rand(n))[:, None] * distract_colour)[:, :, None, None] * distract[:, None]
     return (img.clamp(0, 1) * 255).round().to(torch.uint8), labels
 
 
@@ -201,15 +245,22 @@ class GratingDataset(Dataset):
         return list(zip(self.normalise(self.images[idx]), self.labels[idx]))
 
 
-def _cached_gratings(root: Path, split: str, n: int, image_size: int, seed: int) -> GratingDataset:
-    path = root / "cache" / f"gratings-v{_GRATING_VERSION}-{split}-n{n}-s{image_size}-seed{seed}.pt"
+def _spec_tag(spec: GratingSpec) -> str:
+    names = [k for k, v in GRATING_DIFFICULTIES.items() if v == spec]
+    return names[0] if names else "custom" + hashlib.sha256(repr(spec).encode()).hexdigest()[:10]
+
+
+def _cached_gratings(root: Path, split: str, n: int, image_size: int, seed: int,
+                     spec: GratingSpec) -> GratingDataset:
+    path = (root / "cache" /
+            f"gratings-v{_GRATING_VERSION}-{_spec_tag(spec)}-{split}-n{n}-s{image_size}-seed{seed}.pt")
     if path.is_file():
         try:
             blob = torch.load(path, weights_only=True)
             return GratingDataset(blob["images"], blob["labels"])
         except Exception:  # unreadable cache: regenerate below
             pass
-    images, labels = generate_gratings(n, image_size, derive_seed(seed, split))
+    images, labels = generate_gratings(n, image_size, derive_seed(seed, split), difficulty=spec)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -296,6 +347,7 @@ class DataBundle:
     seed: int
     calib_batches: list = field(repr=False, default_factory=list)
     stream_steps: int | None = None  # steps per epoch of a fresh-image stream (gratings, stream=True)
+    grating_spec: GratingSpec | None = None  # gratings only: what the stream generates
     num_workers: int = 0
     eval_batch_size: int = 256
 
@@ -334,7 +386,8 @@ class DataBundle:
             raise DataError(f"global batch {self.batch_size} must be a multiple of the world size {world_size}")
         for step in range(start, self.stream_steps):
             images, labels = generate_gratings(self.batch_size, self.image_size,
-                                               derive_seed("stream", order_seed, epoch, step))
+                                               derive_seed("stream", order_seed, epoch, step),
+                                               difficulty=self.grating_spec or "standard")
             yield GratingDataset.normalise(images[rank::world_size]), labels[rank::world_size]
 
 
@@ -350,7 +403,7 @@ def get_data(name: str = "gratings", root: str | os.PathLike | None = None, imag
              batch_size: int = 64, holdout: float | int | None = None, seed: int = 0,
              small_input: bool | None = None, num_train: int = 10000, num_heldout: int = 2000,
              stream: bool = False, calib_batches: int = 4, download: bool = False, num_workers: int = 0,
-             augment: bool = True) -> DataBundle:
+             augment: bool = True, difficulty: str | GratingSpec = "standard") -> DataBundle:
     """Load a dataset by name and return a :class:`DataBundle`.
 
     Args:
@@ -369,6 +422,8 @@ def get_data(name: str = "gratings", root: str | os.PathLike | None = None, imag
         calib_batches: number of training batches kept for BN recalibration.
         download: CIFAR only: fetch from the internet when the files are missing.
         augment: random crop + flip for CIFAR and image-folder training images.
+        difficulty: gratings only: a name of ``GRATING_DIFFICULTIES`` ("standard", "hard") or a
+            ``GratingSpec``.
     """
     key = str(name).lower().replace("-", "").replace("_", "")
     if key not in DATASETS:
@@ -387,13 +442,14 @@ def get_data(name: str = "gratings", root: str | os.PathLike | None = None, imag
     if key == "gratings":
         if holdout is not None:
             raise DataError("gratings generate a separate held-out set: use num_heldout=..., not holdout")
-        train = _cached_gratings(root, "train", num_train, image_size, seed)
-        heldout = _cached_gratings(root, "heldout", num_heldout, image_size, seed)
+        spec = grating_spec(difficulty)
+        train = _cached_gratings(root, "train", num_train, image_size, seed, spec)
+        heldout = _cached_gratings(root, "heldout", num_heldout, image_size, seed, spec)
         steps = (num_train // batch_size) if stream else None
         if steps is not None and steps < 1:
             raise DataError(f"num_train {num_train} gives no step of batch {batch_size}")
         return DataBundle("gratings", train, heldout, 10, calib_batches=_calibration_batches(
-            train, batch_size, calib_batches, seed), stream_steps=steps, **common)
+            train, batch_size, calib_batches, seed), stream_steps=steps, grating_spec=spec, **common)
 
     if stream:
         raise DataError("stream=True exists only for the generated 'gratings' dataset")

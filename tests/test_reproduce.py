@@ -22,6 +22,17 @@ def test_every_notebook_has_exactly_one_parameters_cell_and_no_outputs():
         assert book.metadata["kernelspec"]["name"] == "python3"
 
 
+def test_notebook_defaults_are_the_cpu_profile():
+    # a notebook opened in JupyterLab and run as it is computes what `make reproduce` computes
+    for nb in NOTEBOOKS:
+        book = nbformat.read(reproduce.NOTEBOOK_DIR / f"{nb}.ipynb", as_version=4)
+        cell = next(c for c in book.cells if "parameters" in c.metadata.get("tags", []))
+        defaults = {}
+        exec(cell.source, {}, defaults)
+        expected = profile_parameters("cpu", nb)
+        assert {k: defaults.get(k) for k in expected} == expected, nb
+
+
 @pytest.mark.parametrize("profile", list(PROFILES))
 def test_profiles_fit_the_notebooks(profile, tmp_path):
     plan = plan_run(profile, output=tmp_path, device="cpu")
