@@ -477,6 +477,8 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--holdout", type=float, default=None, help="held-out fraction (<1) or count (>=1)")
         s.add_argument("--num-train", type=int, default=10000, help="gratings: training images per epoch")
         s.add_argument("--stream", action="store_true", help="gratings: fresh images every step")
+        s.add_argument("--difficulty", default="standard", choices=("standard", "hard"),
+                       help="gratings: preset of data.GRATING_DIFFICULTIES")
         s.add_argument("--download", action="store_true")
         s.add_argument("--workers", type=int, default=0)
         s.add_argument("--epochs", type=int, default=1)
@@ -518,7 +520,7 @@ def main(argv=None) -> int:
     holdout = None if a.holdout is None else (int(a.holdout) if a.holdout >= 1 else a.holdout)
     data = get_data(a.dataset, root=a.root, image_size=a.image_size, batch_size=a.batch_size, holdout=holdout,
                     seed=a.seed, stream=a.stream, download=a.download, num_workers=a.workers,
-                    **({"num_train": a.num_train} if a.dataset == "gratings" else {}))
+                    **({"num_train": a.num_train, "difficulty": a.difficulty} if a.dataset == "gratings" else {}))
     progress = not a.no_progress
     if a.command == "supernet":
         net = Supernet(SPACE_SE if a.space == "se" else SPACE_NO_SE, a.identity_mode, a.width, data.num_classes,
