@@ -2,7 +2,7 @@
 
 * ``smoke``: seconds per notebook; the tests run it. Numbers it draws mean nothing.
 * ``cpu`` (default): every artifact within about 15 minutes on 2 CPU cores, on the embedded dataset
-  ("standard" gratings). Three seeds per arm of 300 strict-fair steps each (width 0.25, batch 32,
+  ("standard" gratings). Three seeds per arm of 275 strict-fair steps each (width 0.25, batch 32,
   lr 0.05 with 20 warm-up steps): measured, the LET supernet leaves chance (about 23% path accuracy
   in the last steps, chance 10%) while the identity supernet stays near chance (see
   ``data.CALIBRATION``); the notebooks print what that does and does not support.
@@ -34,7 +34,7 @@ DEFAULT_PROFILE = "cpu"
 _SUPERNET_SMOKE = dict(dataset="gratings", data_root="", image_size=32, width=0.25, space="no_se", epochs=1,
                        steps_per_epoch=3, batch_size=8, lr=0.05, warmup_steps=0, eval_paths=2)
 _SUPERNET_CPU = dict(dataset="gratings", data_root="", image_size=32, width=0.25, space="no_se", epochs=5,
-                     steps_per_epoch=60, batch_size=32, lr=0.05, warmup_steps=20, eval_paths=8)
+                     steps_per_epoch=55, batch_size=32, lr=0.05, warmup_steps=20, eval_paths=4)
 _SUPERNET_GPU = dict(dataset="cifar10", data_root="", image_size=32, width=1.0, space="se", epochs=60,
                      steps_per_epoch=0, batch_size=128, lr=0.05, warmup_steps=0, eval_paths=32)
 
