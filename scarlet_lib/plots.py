@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .artifacts import FIGURE_FORMATS, output_dir  # noqa: E402
 from .space import CHOICES, LAYERS, NUM_LAYERS, Architecture  # noqa: E402
@@ -270,7 +271,6 @@ def figure1(summary: pd.DataFrame, last: pd.DataFrame, chance: float, eval_table
             ax.axhline(100 * chance, color="0.4", ls=":", lw=1)
             ax.set(xlabel=label, ylabel="path training accuracy (%)", title="Last block, stratified")
             ax.legend(title=None, fontsize=8)
-    from matplotlib.ticker import MaxNLocator
     for ax in axes[0]:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
@@ -322,7 +322,6 @@ def figure3(curves: pd.DataFrame, value: str = "acc", split_col: str = "split", 
         if chance is not None:
             ax.axhline(100 * chance, color="0.4", ls=":", lw=1)
         ax.set(xlabel="epoch", ylabel=f"{split or ''} accuracy (%)".strip(), title=f"{split or value}")
-        from matplotlib.ticker import MaxNLocator
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
     if gaps is not None:

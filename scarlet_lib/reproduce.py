@@ -167,18 +167,18 @@ def plan_run(profile: str = DEFAULT_PROFILE, only: Sequence[str] | None = None, 
     return RunPlan(profile, selected, params, output, figures, cache, notebook_dir)
 
 
-def _failed_cell(nb_path: Path) -> tuple[int | None, str]:
-    """Index and first source line of the cell papermill marked as failed in an executed notebook."""
+def _failed_source(nb_path: Path) -> str:
+    """First source line of the cell papermill marked as failed in an executed notebook ("" if none)."""
     import nbformat
 
     try:
         nb = nbformat.read(nb_path, as_version=4)
     except Exception:  # noqa: BLE001 - the notebook may not have been written at all
-        return None, ""
-    for i, cell in enumerate(nb.cells):
+        return ""
+    for cell in nb.cells:
         if cell.get("cell_type") == "code" and any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
-            return i, (cell.source.strip().splitlines() or [""])[0][:80]
-    return None, ""
+            return (cell.source.strip().splitlines() or [""])[0][:80]
+    return ""
 
 
 def run_notebook(notebook: str, parameters: dict, output: Path, notebook_dir: Path = NOTEBOOK_DIR,
@@ -200,11 +200,11 @@ def run_notebook(notebook: str, parameters: dict, output: Path, notebook_dir: Pa
                             kernel_name="python3", cwd=str(notebook_dir), progress_bar=False,
                             execution_timeout=timeout)
     except pm.PapermillExecutionError as e:
-        _, source = _failed_cell(out_nb)
+        source = _failed_source(out_nb)
         row.update(status="failed", failed_cell=int(e.exec_count), failed_source=source,
                    error=f"{e.ename}: {str(e.evalue)[:300]}")
     except Exception as e:  # noqa: BLE001 - kernel death, timeout, unreadable notebook: report, go on
-        _, source = _failed_cell(out_nb)
+        source = _failed_source(out_nb)
         row.update(status="failed", failed_source=source, error=f"{type(e).__name__}: {str(e)[:300]}")
     row["seconds"] = round(time.perf_counter() - start, 1)
     return row

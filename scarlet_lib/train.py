@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .data import DataBundle, check_input_size, derive_seed
+from .data import GRATING_DIFFICULTIES, DataBundle, check_input_size, derive_seed
 from .distributed import DistContext, all_reduce_gradients, all_reduce_sum, broadcast_parameters
 from .evaluation import accuracy, evaluate_path
 from .models import build_model, init_weights
@@ -477,7 +477,7 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--holdout", type=float, default=None, help="held-out fraction (<1) or count (>=1)")
         s.add_argument("--num-train", type=int, default=10000, help="gratings: training images per epoch")
         s.add_argument("--stream", action="store_true", help="gratings: fresh images every step")
-        s.add_argument("--difficulty", default="standard", choices=("standard", "hard"),
+        s.add_argument("--difficulty", default="standard", choices=tuple(GRATING_DIFFICULTIES),
                        help="gratings: preset of data.GRATING_DIFFICULTIES")
         s.add_argument("--download", action="store_true")
         s.add_argument("--workers", type=int, default=0)
