@@ -14,12 +14,17 @@ Identity choice variants (``identity_mode``):
 * ``"let"``: the paper's linearly equivalent transformation, a 1x1 conv ``in -> out`` with the layer's
   stride, no bias, no BatchNorm, no activation (``W x``), so it can be folded into the next layer.
 * ``"let_relu"``: LET followed by ReLU, the non-equivalent ablation of the paper's Figure 3.
+
+Blocks with convolutions take an optional ``kernels`` argument (``block(x, kernels="fast")``): how their
+1x1 and depthwise convs are computed (``scarlet_lib.kernels``; same values, the default is the modules).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .kernels import PLAIN, get_kernels
 
 IDENTITY_MODES = ("identity", "let", "let_relu")
 
@@ -42,9 +47,10 @@ class SqueezeExcite(nn.Module):
         self.squeeze_conv = nn.Conv2d(channels, mid, 1, bias=True)
         self.excite_conv = nn.Conv2d(mid, channels, 1, bias=True)
 
-    def forward(self, x):
+    def forward(self, x, kernels=PLAIN):
+        k = get_kernels(kernels)
         s = x.mean((2, 3), keepdim=True)
-        s = self.excite_conv(F.relu(self.squeeze_conv(s)))
+        s = k.pointwise(self.excite_conv, F.relu(k.pointwise(self.squeeze_conv, s)))
         return x * F.hardsigmoid(s)
 
 
@@ -70,12 +76,13 @@ class InvertedResidual(nn.Module):
         self.conv3 = nn.Conv2d(hidden, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
 
-    def forward(self, x):
-        y = F.hardswish(self.bn1(self.conv1(x)))
-        y = F.hardswish(self.bn2(self.conv2(y)))
+    def forward(self, x, kernels=PLAIN):
+        k = get_kernels(kernels)
+        y = F.hardswish(self.bn1(k.pointwise(self.conv1, x)))
+        y = F.hardswish(self.bn2(k.depthwise(self.conv2, y)))
         if self.mid_se is not None:
-            y = self.mid_se(y)
-        y = self.bn3(self.conv3(y))
+            y = self.mid_se(y, kernels=k)
+        y = self.bn3(k.pointwise(self.conv3, y))
         return x + y if self.use_residual else y
 
     def extra_repr(self):
@@ -92,7 +99,7 @@ class Shortcut(nn.Module):
             raise ValueError(f"identity cannot reduce channels ({in_channels} -> {out_channels})")
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
 
-    def forward(self, x):
+    def forward(self, x, kernels=PLAIN):  # noqa: ARG002 (no convs; same call signature as the other choices)
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         if self.out_channels > self.in_channels:
@@ -111,8 +118,8 @@ class LET(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
         self.relu = relu
 
-    def forward(self, x):
-        x = self.conv(x)
+    def forward(self, x, kernels=PLAIN):
+        x = get_kernels(kernels).pointwise(self.conv, x)
         return F.relu(x) if self.relu else x
 
     def extra_repr(self):

@@ -15,9 +15,9 @@ Training steps (the optimizer update is always the caller's):
   ``space.sample_uniform``; it is ``fair_step`` with one path.
 
 Speed (measured by ``scripts/bench_fair_step.py``): parameters and inputs are kept in channels_last
-(``channels_last=True``), and depthwise taps that can only ever meet zero padding are skipped
-(``trim_kernels``, exact: the skipped products are multiplications by the padding's zeros; at 32x32
-through the ImageNet layout the last layers run at 1x1, where a 7x7 depthwise conv is a per-channel scale).
+(``channels_last=True``), and the blocks' convs are computed by the ``"fast"`` kernel set
+(``kernels``, see ``scarlet_lib.kernels``: depthwise taps that only meet zero padding skipped, 1x1 convs as
+matmuls, depthwise convs on tiny maps as dense per-channel maps; exact up to float rounding).
 """
 from __future__ import annotations
 
@@ -28,48 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import InvertedResidual, check_identity_mode, make_choice_block
+from .blocks import check_identity_mode, make_choice_block
+from .kernels import get_kernels
 from .models import ScarletNet, init_weights, layer_shapes, make_head, make_stem, stem_and_head_widths
 from .space import NUM_LAYERS, SPACE_SE, Architecture, ArchitectureError, SearchSpace
 
-__all__ = ["ChoiceLayer", "Supernet", "trimmed_depthwise", "block_forward"]
-
-
-def _trim_radius(kernel: int, size: int) -> int:
-    """Half-width of the kernel taps that can reach a real input pixel (padding = kernel // 2)."""
-    return min(kernel // 2, max(size - 1, 0))
-
-
-def trimmed_depthwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` for a bias-free conv with padding ``k // 2``, skipping taps that only meet padding.
-
-    With padding p = k // 2 and an input of size H, output position i reads input i*s + a - p; every
-    tap a with |a - p| > H - 1 reads padding for every i, so the kernel can be cut to its central
-    (2r+1) taps, r = min(p, H - 1), with padding r: same output shape, same values, and the cut taps'
-    weight gradient is exactly zero as before. (At 1x1 input a kxk depthwise conv is a per-channel scale.)
-    """
-    kh, kw = conv.kernel_size
-    rh, rw = _trim_radius(kh, x.shape[-2]), _trim_radius(kw, x.shape[-1])
-    if (rh, rw) == (kh // 2, kw // 2):
-        return conv(x)
-    w = conv.weight[:, :, kh // 2 - rh: kh // 2 + rh + 1, kw // 2 - rw: kw // 2 + rw + 1]
-    return F.conv2d(x, w, conv.bias, conv.stride, (rh, rw), conv.dilation, conv.groups)
-
-
-def block_forward(block: nn.Module, x: torch.Tensor, trim_kernels: bool = True) -> torch.Tensor:
-    """``block(x)``; for an inverted residual whose depthwise kernel overhangs the feature map, the same
-    computation with ``trimmed_depthwise`` (mirrors ``InvertedResidual.forward``; tested equal to it)."""
-    if not (trim_kernels and isinstance(block, InvertedResidual)):
-        return block(x)
-    k = block.conv2.kernel_size
-    if _trim_radius(k[0], x.shape[-2]) == k[0] // 2 and _trim_radius(k[1], x.shape[-1]) == k[1] // 2:
-        return block(x)
-    y = F.hardswish(block.bn1(block.conv1(x)))
-    y = F.hardswish(block.bn2(trimmed_depthwise(block.conv2, y)))
-    if block.mid_se is not None:
-        y = block.mid_se(y)
-    y = block.bn3(block.conv3(y))
-    return x + y if block.use_residual else y
+__all__ = ["ChoiceLayer", "Supernet"]
 
 
 def _batch_norms(*modules: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -112,8 +76,8 @@ class ChoiceLayer(nn.Module):
     def __getitem__(self, choice: int) -> nn.Module:
         return self.candidates[str(int(choice))]
 
-    def forward(self, x, choice: int):
-        return self[choice](x)
+    def forward(self, x, choice: int, kernels="plain"):
+        return self[choice](x, kernels=kernels)
 
 
 class Supernet(nn.Module):
@@ -163,24 +127,29 @@ class Supernet(nn.Module):
     def stem_forward(self, x):
         return self.separable_conv(self.stem(self._check_input(x)))
 
-    def head_forward(self, x):
-        x = self.conv_before_pooling(x).mean((2, 3))
-        return self.classifier(self.dropout(x))
+    def head_forward(self, x, kernels="fast", batch: int | None = None):
+        """Logits from the last layer's features; ``batch`` = B normalises each B rows on their own (fused step)."""
+        conv, bn, act = self.conv_before_pooling
+        h = get_kernels(kernels).pointwise(conv, x)
+        h = act(bn(h) if batch is None else torch.cat([bn(chunk) for chunk in h.split(batch)]))
+        return self.classifier(self.dropout(h.mean((2, 3))))
 
-    def forward(self, x, arch, upto: int | None = None, trim_kernels: bool = True):
+    def forward(self, x, arch, upto: int | None = None, kernels="fast"):
         """Logits of the one-shot model ``arch``; with ``upto=k`` the features after layer k (1-based).
 
-        ``trim_kernels`` skips depthwise taps that only meet zero padding (exact; see ``trimmed_depthwise``).
+        ``kernels``: how the convs are computed, ``"fast"``, ``"trim"`` or ``"plain"`` (the same values;
+        see ``scarlet_lib.kernels``).
         """
         arch = self.check_arch(arch)
+        kernels = get_kernels(kernels)
         if upto is not None:
-            return self.capture_features(x, arch, (upto,), trim_kernels=trim_kernels, no_grad=False)[upto]
+            return self.capture_features(x, arch, (upto,), kernels=kernels, no_grad=False)[upto]
         x = self.stem_forward(x)
         for layer, c in zip(self.layers, arch):
-            x = block_forward(layer[c], x, trim_kernels)
-        return self.head_forward(x)
+            x = layer(x, c, kernels)
+        return self.head_forward(x, kernels)
 
-    def capture_features(self, x, arch, layers: Sequence[int] = (1, 15), trim_kernels: bool = True,
+    def capture_features(self, x, arch, layers: Sequence[int] = (1, 15), kernels="fast",
                          no_grad: bool = True) -> dict[int, torch.Tensor]:
         """Activations after the chosen block of each layer in ``layers`` (1-based), in one pass.
 
@@ -190,6 +159,7 @@ class Supernet(nn.Module):
         module's train/eval mode is the caller's (use eval mode for stable BN statistics).
         """
         arch = self.check_arch(arch)
+        kernels = get_kernels(kernels)
         if isinstance(layers, int):
             layers = (layers,)
         wanted = sorted(set(layers))
@@ -200,7 +170,7 @@ class Supernet(nn.Module):
         with torch.set_grad_enabled(not no_grad and torch.is_grad_enabled()):
             x = self.stem_forward(x)
             for i, (layer, c) in enumerate(zip(self.layers, arch)):
-                x = block_forward(layer[c], x, trim_kernels)
+                x = layer(x, c, kernels)
                 if i + 1 in wanted:
                     out[i + 1] = x
                 if i + 1 == wanted[-1]:
@@ -217,7 +187,7 @@ class Supernet(nn.Module):
 
     # -- strict-fair step --------------------------------------------------------------------------
     def fair_step(self, x, y, archs, criterion=None, reduction: str = "mean", fused: bool = True,
-                  trim_kernels: bool = True) -> dict:
+                  kernels="fast") -> dict:
         """Forward and backward of every path in ``archs`` on the same batch, accumulating gradients.
 
         The optimizer step is the caller's. ``reduction="mean"`` scales each path's loss by 1/m so the
@@ -227,7 +197,7 @@ class Supernet(nn.Module):
         ``fused=True`` computes the m paths in one batched forward/backward (``_fused_fair_step``): same
         gradients (to float rounding) and same BN running statistics as ``fused=False``, the sequential
         reference that runs one forward/backward per path. With dropout > 0 the two draw different masks.
-        ``criterion(logits, y)`` must return a scalar (default cross-entropy).
+        ``criterion(logits, y)`` must return a scalar (default cross-entropy). ``kernels``: as in ``forward``.
         """
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
@@ -237,27 +207,27 @@ class Supernet(nn.Module):
         if y.shape[:1] != x.shape[:1]:
             raise ValueError(f"x and y disagree on the batch size: {tuple(x.shape)} vs {tuple(y.shape)}")
         criterion = criterion or F.cross_entropy
+        kernels = get_kernels(kernels)
         scale = 1.0 / len(archs) if reduction == "mean" else 1.0
         if fused:
-            return self._fused_fair_step(x, y, archs, criterion, scale, trim_kernels)
+            return self._fused_fair_step(x, y, archs, criterion, scale, kernels)
         losses, correct = [], []
         for arch in archs:
-            logits = self(x, arch, trim_kernels=trim_kernels)
+            logits = self(x, arch, kernels=kernels)
             loss = criterion(logits, y)
             (loss * scale).backward()
             losses.append(loss.detach())
             correct.append((logits.detach().argmax(1) == y).sum())
         return {"loss": torch.stack(losses), "correct": torch.stack(correct)}
 
-    def single_path_step(self, x, y, arch, criterion=None, trim_kernels: bool = True) -> dict:
+    def single_path_step(self, x, y, arch, criterion=None, kernels="fast") -> dict:
         """Uniform single-path (SPOS) step: forward/backward of one path (``space.sample_uniform``).
 
         The same as ``fair_step(x, y, [arch])``; returns ``loss`` and ``correct`` of shape (1,).
         """
-        return self.fair_step(x, y, [arch], criterion=criterion, reduction="sum", fused=False,
-                              trim_kernels=trim_kernels)
+        return self.fair_step(x, y, [arch], criterion=criterion, reduction="sum", fused=False, kernels=kernels)
 
-    def _fused_fair_step(self, x, y, archs, criterion, scale, trim_kernels) -> dict:
+    def _fused_fair_step(self, x, y, archs, criterion, scale, kernels) -> dict:
         """The m paths of a step as one autograd graph.
 
         * stem + separable conv: the same batch gives the same output for every path, so it runs once;
@@ -277,11 +247,8 @@ class Supernet(nn.Module):
             shared = self.stem_forward(x)
         feats = [shared] * m
         for i, layer in enumerate(self.layers):
-            feats = [block_forward(layer[a[i]], f, trim_kernels) for a, f in zip(archs, feats)]
-        conv, bn, act = self.conv_before_pooling
-        h = conv(torch.cat(feats))
-        h = act(torch.cat([bn(chunk) for chunk in h.split(batch)]))
-        logits = self.classifier(self.dropout(h.mean((2, 3))))
+            feats = [layer(f, a[i], kernels) for a, f in zip(archs, feats)]
+        logits = self.head_forward(torch.cat(feats), kernels, batch=batch)
         losses = [criterion(chunk, y) for chunk in logits.split(batch)]
         loss = torch.stack(losses)
         (loss.sum() * scale).backward()

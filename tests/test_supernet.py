@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from scarlet_lib.space import IDENTITY, SPACE_NO_SE, SPACE_SE, ArchitectureError
-from scarlet_lib.supernet import Supernet, block_forward, trimmed_depthwise
-from scarlet_lib.blocks import InvertedResidual
+from scarlet_lib.supernet import Supernet
 
 WIDTH = 0.25
 
@@ -39,13 +38,13 @@ def test_path_forward_equals_extracted_model(mode):
 @pytest.mark.parametrize("mode", ["identity", "let", "let_relu"])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_fused_step_equals_sequential(space, mode, reduction):
-    # ImageNet layout at 32x32 reaches 1x1, so depthwise trimming is exercised too (sequential: untrimmed).
+    # ImageNet layout at 32x32 reaches 1x1, so every fast kernel is exercised (sequential: plain modules).
     seq = Supernet(space, mode, WIDTH, small_input=False, seed=1).double()
     fused = copy.deepcopy(seq)
     x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
     archs = space.sample_fair(2)
-    a = seq.fair_step(x, y, archs, reduction=reduction, fused=False, trim_kernels=False)
-    b = fused.fair_step(x, y, archs, reduction=reduction, fused=True, trim_kernels=True)
+    a = seq.fair_step(x, y, archs, reduction=reduction, fused=False, kernels="plain")
+    b = fused.fair_step(x, y, archs, reduction=reduction, fused=True, kernels="fast")
     torch.testing.assert_close(a["loss"], b["loss"])
     assert torch.equal(a["correct"], b["correct"])
     ga, gb = grads(seq), grads(fused)
@@ -75,8 +74,7 @@ def test_strict_fair_step_touches_every_candidate_once():
     for i, layer in enumerate(net.layers):
         for c, block in layer.candidates.items():
             block.register_forward_hook(lambda m, inp, out, key=(i, c): calls.__setitem__(key, calls.get(key, 0) + 1))
-    # trim_kernels=False: trimmed blocks run their submodules directly, past the block hooks
-    net.fair_step(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)), SPACE_NO_SE.sample_fair(5), trim_kernels=False)
+    net.fair_step(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)), SPACE_NO_SE.sample_fair(5))
     assert calls == {(i, str(c)): 1 for i in range(19) for c in SPACE_NO_SE.choices}
     assert all(p.grad is not None for p in net.parameters())  # every weight trained in one fair step
 
@@ -92,21 +90,6 @@ def test_single_path_step_matches_one_path_fair_step():
     torch.testing.assert_close(a.classifier.weight.grad, b.classifier.weight.grad)
     unused = [n for n, p in a.named_parameters() if p.grad is None]
     assert unused and all(n.startswith("layers.") for n in unused)
-
-
-@pytest.mark.parametrize("size,stride", [(1, 1), (2, 1), (2, 2), (3, 2), (4, 1)])
-def test_trimmed_depthwise_is_exact(size, stride):
-    conv = nn.Conv2d(6, 6, 7, stride, 3, groups=6, bias=False).double()
-    x = torch.randn(2, 6, size, size, dtype=torch.float64, requires_grad=True)
-    full = conv(x)
-    trimmed = trimmed_depthwise(conv, x)
-    torch.testing.assert_close(full, trimmed)
-    g_full = torch.autograd.grad(full.sum(), (x, conv.weight))
-    g_trim = torch.autograd.grad(trimmed.sum(), (x, conv.weight))
-    for a, b in zip(g_full, g_trim):
-        torch.testing.assert_close(a, b)
-    block = InvertedResidual(6, 6, 3, 7, 1, se=True).double()
-    torch.testing.assert_close(block_forward(block, x, trim_kernels=True), block(x))
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -9,6 +9,7 @@ An evaluator has ``name`` and ``evaluate(archs) -> np.ndarray`` of top-1 accurac
 """
 from __future__ import annotations
 
+from functools import partial
 from itertools import groupby
 from typing import Iterable, Sequence
 
@@ -130,7 +131,7 @@ class SupernetEvaluator:
             return
         for choice, members in groupby(group, key=lambda c: c[depth]):
             module = self.supernet.layers[depth][choice]
-            child_calib, child_evals = self._through(module, [module], calib, evals, saved)
+            child_calib, child_evals = self._through(partial(module, kernels="fast"), [module], calib, evals, saved)
             self._descend(list(members), depth + 1, child_calib, child_evals, at_leaf, results, saved)
 
     @staticmethod
