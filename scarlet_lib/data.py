@@ -77,6 +77,13 @@ CALIBRATION: dict[str, str] = {
     "variants_tried_120steps": (
         "mean-reduced lr 0.03/0.05, summed lr 0.005/0.01, Adam 5e-4/2e-3, per-parameter mean over using paths, "
         "uniform single-path lr 0.01/0.05: all 12-20% path accuracy after 120 steps; lr 0.1 diverged (loss 7)"),
+    "standard/supernet_init_and_reduction_275steps": (
+        "cpu profile supernet settings (5 x 55 steps, lr 0.05, 20 warm-up), per-epoch path training accuracy, "
+        "then held-out after BN recalibration, last epoch. LET seed 0: released init + mean reduction "
+        "10.5/11.3/11.5/12.0/12.5%, 11.3%; zero_init_residual + mean 12.8/19.7/24.2/25.4/26.6%, 22.1%; "
+        "zero_init_residual + per_weight 12.2/17.7/24.1/26.9/28.4%, 25.4%. LET seed 1: zero_init_residual + "
+        "mean 27.2%, 25.9%; + per_weight 31.3%, 28.5%. LET seed 2 + per_weight 31.2%, 29.0%. Identity seed 0, "
+        "zero_init_residual + mean: 31.3%, 26.5%. lr 0.1 (zero_init_residual + mean, seed 0): 17.0%, 12.4%"),
     "hard/linear_pixels": "11.2% held-out after 20 epochs",
     "hard/small_cnn": "78.3% held-out after 3 epochs",
     "hard/supernets": (

@@ -4,9 +4,11 @@ Supernet training (:func:`train_supernet`) follows FairNAS: each step samples m 
 choice is used once per layer (``sampler="fair"``; ``"uniform"`` samples single paths as in SPOS),
 runs them on the same batch with accumulated gradients (``Supernet.fair_step``) and makes one update.
 Defaults (FairNAS-like, scaled down for CPU runs): SGD, momentum 0.9, Nesterov, weight decay 4e-5,
-cosine decay of the learning rate per step to 0, ``reduction="mean"`` (the m path losses are averaged,
-so the update has the size of one path's gradient) with lr 0.1. With ``reduction="sum"`` use an
-m-times smaller lr: summed gradients at lr 0.05 were seen to collapse to one constant prediction.
+cosine decay of the learning rate per step to 0, ``reduction="per_weight"`` (each weight's gradient is
+the mean over the paths that used it: the shared stem and head average the m paths, each candidate gets
+its one path's gradient; see ``Supernet.fair_step``) with lr 0.1; ``"mean"`` averages every gradient
+over the m paths (same lr). With ``reduction="sum"`` use an m-times smaller lr: summed gradients at lr
+0.05 were seen to collapse to one constant prediction.
 
 Random streams are separate: the supernet's initialisation comes from its own seed (per-module, by
 name); the data order and the sampled paths are functions of (``seed``, epoch, step) (derived seeds),
@@ -52,13 +54,14 @@ from .distributed import DistContext, all_reduce_gradients, all_reduce_sum, broa
 from .evaluation import accuracy, evaluate_path
 from .models import build_model, init_weights
 from .space import Architecture
+from .supernet import REDUCTIONS
 
 __all__ = ["train_supernet", "train_standalone", "TrainResult", "StandaloneResult", "SAMPLERS", "RECIPES",
            "SUPERNET_DEFAULTS", "save_checkpoint", "load_checkpoint_file", "run_info", "main"]
 
 SAMPLERS = ("fair", "uniform")
 RECIPES = ("sgd", "paper")
-SUPERNET_DEFAULTS = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5, reduction="mean")
+SUPERNET_DEFAULTS = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5, reduction="per_weight")
 CHECKPOINT_NAME = "last.pt"
 
 
@@ -211,7 +214,7 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 def _supernet_description(net) -> dict:
     return {"space_se": bool(net.space.se), "identity_mode": net.identity_mode, "width_mult": net.width_mult,
             "num_classes": net.num_classes, "small_input": bool(net.small_input), "init_seed": net.seed,
-            "dropout": net.dropout_p}
+            "dropout": net.dropout_p, "zero_init_residual": bool(getattr(net, "zero_init_residual", False))}
 
 
 def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch: int | None = None,
@@ -231,8 +234,8 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
         epochs, steps_per_epoch: length (default: the data's steps per epoch; a smaller number trains
             on the first batches of each epoch). The cosine schedule spans ``epochs * steps_per_epoch``.
         sampler: "fair" (m paths, each choice once per layer) or "uniform" (``uniform_paths`` paths).
-        reduction: "mean" or "sum" over the paths of a step; ``lr`` default 0.1 for "mean",
-            0.1 / m for "sum".
+        reduction: "per_weight", "mean" or "sum" over the paths of a step (``Supernet.fair_step``);
+            ``lr`` default 0.1, or 0.1 / m for "sum".
         momentum, nesterov, weight_decay: SGD settings (FairNAS-like defaults).
         warmup_steps: linear warm-up of the lr over the first steps, then cosine decay to 0.
         seed: data order and path sampling (init is the supernet's own seed).
@@ -247,7 +250,7 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
         dist_ctx: ``distributed.DistContext`` (default: the initialised process group, if any).
     """
     _check_choice("sampler", sampler, SAMPLERS)
-    _check_choice("reduction", reduction, ("mean", "sum"))
+    _check_choice("reduction", reduction, REDUCTIONS)
     _check_positive_int("epochs", epochs)
     _check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
     _check_positive_int("eval_every", eval_every)
@@ -494,7 +497,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "supernet":
             s.add_argument("--space", default="no-se", choices=("se", "no-se"))
             s.add_argument("--sampler", default="fair", choices=SAMPLERS)
-            s.add_argument("--reduction", default="mean", choices=("mean", "sum"))
+            s.add_argument("--reduction", default=SUPERNET_DEFAULTS["reduction"], choices=REDUCTIONS)
             s.add_argument("--warmup-steps", type=int, default=0)
             s.add_argument("--eval-paths", type=int, default=8)
             s.add_argument("--eval-batches", type=int, default=4)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from scarlet_lib.space import IDENTITY, SPACE_NO_SE, SPACE_SE, ArchitectureError
+from scarlet_lib.models import layer_shapes
 from scarlet_lib.supernet import Supernet
 
 WIDTH = 0.25
@@ -27,7 +28,7 @@ def test_identity_and_let_supernets_share_common_weights():
 
 @pytest.mark.parametrize("mode", ["identity", "let"])
 def test_path_forward_equals_extracted_model(mode):
-    net = Supernet(SPACE_SE, mode, WIDTH, seed=0).eval()
+    net = Supernet(SPACE_SE, mode, WIDTH, seed=0, zero_init_residual=False).eval()
     x = torch.randn(4, 3, 32, 32)
     for arch in SPACE_SE.sample_fair(1)[:4]:
         model = net.extract(arch).eval()
@@ -39,7 +40,8 @@ def test_path_forward_equals_extracted_model(mode):
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_fused_step_equals_sequential(space, mode, reduction):
     # ImageNet layout at 32x32 reaches 1x1, so every fast kernel is exercised (sequential: plain modules).
-    seq = Supernet(space, mode, WIDTH, small_input=False, seed=1).double()
+    # released init: with zero-initialised residual BNs, the residual branches' conv grads would be zero
+    seq = Supernet(space, mode, WIDTH, small_input=False, seed=1, zero_init_residual=False).double()
     fused = copy.deepcopy(seq)
     x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
     archs = space.sample_fair(2)
@@ -57,15 +59,56 @@ def test_fused_step_equals_sequential(space, mode, reduction):
         torch.testing.assert_close(ba, bb, rtol=1e-9, atol=1e-12)
 
 
-def test_reduction_scales_gradients():
-    net = Supernet(SPACE_NO_SE, "let", WIDTH, seed=0).double()
+def test_zero_init_residual_starts_residual_candidates_as_identity():
+    net = Supernet(SPACE_SE, "let", WIDTH, seed=0)
+    released = Supernet(SPACE_SE, "let", WIDTH, seed=0, zero_init_residual=False)
+    residual = [(i, c) for i, layer in enumerate(net.layers) for c, b in layer.candidates.items()
+                if getattr(b, "use_residual", False)]
+    keep_shape = [cin == cout and stride == 1 for cin, cout, stride in layer_shapes(WIDTH)]
+    assert sum(keep_shape) >= 13  # layers 2, 4-6, 8-10, 12-14, 16-18 (more where rounded widths meet)
+    assert len(residual) == sum(keep_shape) * 12  # every inverted-residual choice of those layers
+    for i, layer in enumerate(net.layers):
+        for c, block in layer.candidates.items():
+            if hasattr(block, "bn3"):
+                want = 0.0 if (i, c) in residual else 1.0
+                assert torch.all(block.bn3.weight == want)
+                assert torch.all(released.layers[i].candidates[c].bn3.weight == 1.0)
+    # a residual candidate is then the identity at init (eval mode: BN shift 0)
+    block = net.layers[1][0].eval()
+    x = torch.randn(2, block.in_channels, 8, 8)
+    torch.testing.assert_close(block(x), x)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_reduction_scales_gradients(fused):
+    net = Supernet(SPACE_NO_SE, "let", WIDTH, seed=0, zero_init_residual=False).double()
     x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
     archs = SPACE_NO_SE.sample_fair(0)
-    net.fair_step(x, y, archs, reduction="sum")
-    s = net.classifier.weight.grad.clone()
-    net.zero_grad()
-    net.fair_step(x, y, archs, reduction="mean")
-    torch.testing.assert_close(s / len(archs), net.classifier.weight.grad)
+    m = len(archs)
+    by = {}
+    for reduction in ("sum", "mean", "per_weight"):
+        net.zero_grad()
+        net.fair_step(x, y, archs, reduction=reduction, fused=fused)
+        by[reduction] = grads(net)
+    for name, g in by["sum"].items():
+        torch.testing.assert_close(by["mean"][name], g / m)
+        # per weight: shared layers average the m paths, a candidate (one path each) keeps its path's gradient
+        torch.testing.assert_close(by["per_weight"][name], g if name.startswith("layers.") else g / m)
+    # paths sharing a candidate (uniform sampling): it gets the mean over the paths that used it
+    uniform = [archs[0], archs[0], archs[1]]
+    for reduction in ("sum", "per_weight"):
+        net.zero_grad()
+        net.fair_step(x, y, uniform, reduction=reduction, fused=fused)
+        by[reduction] = grads(net)
+    for name, g in by["sum"].items():
+        if g is None:
+            continue
+        users = 3  # shared layers: all three paths
+        if name.startswith("layers."):
+            i, c = int(name.split(".")[1]), int(name.split(".")[3])
+            users = sum(a[i] == c for a in uniform)
+        torch.testing.assert_close(by["per_weight"][name], g / users)
+    assert all(not p._backward_hooks for p in net.parameters())  # the step's hooks are removed
 
 
 def test_strict_fair_step_touches_every_candidate_once():
@@ -99,7 +142,7 @@ def test_bad_inputs_raise_clear_errors():
         net(x, [1] * 19)  # choice 1 has SE: not in the 7-choice space
     with pytest.raises(ArchitectureError, match="19"):
         net(x, [0] * 18)
-    with pytest.raises(ValueError, match="reduction"):
+    with pytest.raises(ValueError, match="reduction must be one of .*per_weight"):
         net.fair_step(x, y, SPACE_NO_SE.sample_fair(0), reduction="avg")
     with pytest.raises(ValueError, match="non-empty list"):
         net.fair_step(x, y, [])
