@@ -33,7 +33,7 @@ DEFAULT_PROFILE = "cpu"
 
 _SUPERNET_SMOKE = dict(dataset="gratings", data_root="", image_size=32, width=0.25, space="no_se", epochs=1,
                        steps_per_epoch=3, batch_size=8, lr=0.05, warmup_steps=0, eval_paths=2)
-_SUPERNET_CPU = dict(dataset="gratings", data_root="", image_size=32, width=0.25, space="no_se", epochs=5,
+_SUPERNET_CPU = dict(dataset="gratings", data_root="", image_size=32, width=0.25, space="no_se", epochs=4,
                      steps_per_epoch=55, batch_size=32, lr=0.05, warmup_steps=20, eval_paths=4)
 _SUPERNET_GPU = dict(dataset="cifar10", data_root="", image_size=32, width=1.0, space="se", epochs=60,
                      steps_per_epoch=0, batch_size=128, lr=0.05, warmup_steps=0, eval_paths=32)

@@ -37,7 +37,7 @@ def test_path_forward_equals_extracted_model(mode):
 
 @pytest.mark.parametrize("space", [SPACE_SE, SPACE_NO_SE], ids=["13", "7"])
 @pytest.mark.parametrize("mode", ["identity", "let", "let_relu"])
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("reduction", ["per_weight", "mean", "sum"])
 def test_fused_step_equals_sequential(space, mode, reduction):
     # ImageNet layout at 32x32 reaches 1x1, so every fast kernel is exercised (sequential: plain modules).
     # released init: with zero-initialised residual BNs, the residual branches' conv grads would be zero
