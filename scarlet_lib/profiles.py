@@ -1,11 +1,11 @@
 """Run profiles of the notebook runner: which parameters every notebook gets at each scale.
 
 * ``smoke``: seconds per notebook; the tests run it. Numbers it draws mean nothing.
-* ``cpu`` (default): every artifact within about 15 minutes on 2 CPU cores, on the embedded dataset
-  ("standard" gratings). Three seeds per arm of 275 strict-fair steps each (width 0.25, batch 32,
-  lr 0.05 with 20 warm-up steps): measured, seeds 1 and 2 leave chance in both modes (23-25% path
-  accuracy in the last epoch, chance 10%) while seed 0 stays near it in both (see ``data.CALIBRATION``),
-  short of the +15 points the notebooks require before reading an effect; they say so.
+* ``cpu`` (default): every artifact in about 15 minutes on 2 CPU cores (measured 1024 s on a slow day),
+  on the embedded dataset ("standard" gratings). Three seeds per arm of 220 strict-fair steps each
+  (width 0.25, batch 32, lr 0.05 with 20 warm-up steps, per-weight gradient mean, residual candidates
+  starting as the identity): measured, every supernet leaves chance, 28-32% path accuracy in the last
+  block (chance 10%; see ``data.CALIBRATION``), so the notebooks read their comparisons.
   Use ``--set epochs=...`` / the ``gpu`` profile for longer runs.
 * ``gpu``: paper-like scale on CIFAR-10 (or an ImageNet folder via ``--set dataset=imagefolder
   --set data_root=...``) with ``device=cuda``.
