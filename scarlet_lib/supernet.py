@@ -253,7 +253,8 @@ class Supernet(nn.Module):
         """Gradient hooks dividing each weight's summed gradient by the number of paths that used it.
 
         Only weights used more than once get one: in a strict-fair step the ~15 shared tensors (stem,
-        head), not the candidates, which each path uses alone (hooks cost ~10 us each per step).
+        head), not the candidates, which each path uses alone (a hook on every candidate weight cost 8% of a
+        cpu-profile step: 0.56 s against 0.52 s).
         """
         handles = []
 
