@@ -16,22 +16,39 @@ Definitions (used in notebook 2 and in the README):
 * *far below the rest*: a path whose accuracy is below ``chance + 0.5 * (reference - chance)``, i.e.
   it kept less than half of the typical path's gain over chance (``reference`` = median of both arms
   of the same seed). The paper's "below 30%" is an ImageNet number; this is its chance-relative form.
+
+One-shot scores (``evaluation.score_paths``: a fixed set of paths, each BN-recalibrated and scored on
+``n_images`` held-out images; tidy columns ``arm, identity_mode, seed, epoch, path_id, arch, num_identity,
+heldout_acc, n_images``):
+
+* *supernet*: one (arm, identity_mode, seed, epoch). An *arm* is a training recipe; each seed of an arm
+  trains one identity and one LET supernet, scored on the same paths.
+* *binomial variance*: the part of the among-path variance that measurement alone gives, the mean over
+  paths of ``p (1 - p) / (n - 1)`` (``p`` the measured accuracy; ``n - 1`` makes it unbiased).
+  *Excess variance* = among-path variance (ddof=1) - binomial variance: the spread of the paths' true
+  accuracies. *Excess s.d.* = ``sqrt(max(excess variance, 0))``.
+* *far below the rest* (one-shot): under the median score of the arm's identity supernet of the same seed
+  and epoch minus ``far_below_points`` (0.20), a threshold fixed before looking at the LET supernet.
+* *effects* (paper Figure 1): per arm, per-seed differences LET - identity in points, mean and paired
+  bootstrap interval over seeds. C1 mean one-shot accuracy (paper: > 0), C2 excess s.d. (paper: < 0),
+  C3 share far below the rest (paper: < 0).
+* *gates*: an arm's effects are read only when all its supernets are ``margin`` (0.15) above chance
+  and at a plateau (``plateau_check``); otherwise its verdicts are "uninformative at this scale".
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .space import CHANNEL_CHANGE_LAYERS, IDENTITY, REDUCTION_LAYERS, Architecture
+from .space import SHAPE_CHANGE_LAYERS, Architecture
 
 __all__ = ["stability_log", "add_blocks", "stability_summary", "last_block", "arch_strata", "far_below_threshold",
-           "stability_effects", "paired_bootstrap", "well_above_chance", "paired_gaps", "channel_similarity",
-           "SHAPE_CHANGE_LAYERS", "layer_choice_features"]
-
-# 0-based layers where a plain identity cannot be a true identity (stride 2 or more channels).
-SHAPE_CHANGE_LAYERS = tuple(sorted(set(REDUCTION_LAYERS) | set(CHANNEL_CHANGE_LAYERS)))
+           "stability_effects", "paired_bootstrap", "paired_t_interval", "well_above_chance", "paired_gaps",
+           "channel_similarity", "SHAPE_CHANGE_LAYERS", "layer_choice_features", "SCORE_COLUMNS", "CLAIMS", "VERDICTS",
+           "oneshot_scores", "arm_path_log", "oneshot_summary", "oneshot_effects", "plateau_check", "oneshot_gates",
+           "supernet_gates", "claim_verdicts"]
 
 
 def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
@@ -115,9 +132,7 @@ def arch_strata(archs: Iterable) -> pd.DataFrame:
     rows = []
     for a in archs:
         arch = Architecture.coerce(a)
-        ids = [i for i, c in enumerate(arch) if c == IDENTITY]
-        rows.append({"n_identity": len(ids),
-                     "identity_at_shape_change": any(i in SHAPE_CHANGE_LAYERS for i in ids)})
+        rows.append({"n_identity": arch.num_identity, "identity_at_shape_change": arch.identity_at_shape_change})
     return pd.DataFrame(rows)
 
 
@@ -175,6 +190,25 @@ def paired_bootstrap(diffs: Sequence[float], confidence: float = 0.95, n_resampl
         out["low"], out["high"] = float(res.confidence_interval.low), float(res.confidence_interval.high)
     elif d.size >= 3:
         out["low"] = out["high"] = out["mean"]
+    return out
+
+
+def paired_t_interval(diffs: Sequence[float], confidence: float = 0.95) -> dict:
+    """Mean of paired differences (one per seed) with Student's t interval (scipy).
+
+    With 3-5 seeds a percentile bootstrap interval is about [smallest, largest] difference and covers far
+    less often than its nominal level; the t interval keeps its level for normal differences. NaN with fewer
+    than 2 seeds.
+    """
+    from scipy import stats
+
+    d = np.asarray(list(diffs), dtype=float)
+    d = d[np.isfinite(d)]
+    out = {"n": int(d.size), "mean": float(d.mean()) if d.size else float("nan"),
+           "low": float("nan"), "high": float("nan"), "confidence": confidence}
+    if d.size >= 2:
+        half = stats.t.ppf(0.5 + confidence / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+        out["low"], out["high"] = out["mean"] - half, out["mean"] + half
     return out
 
 
@@ -263,3 +297,327 @@ def layer_choice_features(supernet, x, prefix, layer: int, calib_batches=None, c
         supernet.load_state_dict(state, strict=False)
         supernet.train(was)
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# One-shot scores of a fixed path set (paper Figure 1 claims C1-C3)
+# ------------------------------------------------------------------------------------------------
+
+SCORE_COLUMNS = ("arm", "identity_mode", "seed", "epoch", "path_id", "arch", "num_identity", "heldout_acc",
+                 "n_images")
+_SUPERNET = ["arm", "identity_mode", "seed", "epoch"]
+
+# claim -> summary column, effect label, sign of LET - identity the paper reports, unit of the estimate
+CLAIMS = {
+    "C1": {"column": "mean_acc", "effect": "C1 mean one-shot accuracy, LET - identity (points)",
+           "paper_sign": +1, "unit": "points"},
+    "C2": {"column": "excess_sd", "effect": "C2 spread beyond binomial noise, LET - identity (points of s.d.)",
+           "paper_sign": -1, "unit": "points of s.d."},
+    "C3": {"column": "far_below_share", "effect": "C3 share far below the rest, LET - identity (points)",
+           "paper_sign": -1, "unit": "points"},
+}
+VERDICTS = ("reproduced", "not reproduced", "uninformative at this scale")
+
+
+def _check_scores(scores: pd.DataFrame, columns: Iterable[str]) -> None:
+    _require(scores, columns, "scores table")
+    if not len(scores):
+        raise ValueError("scores table is empty")
+    acc = pd.to_numeric(scores["heldout_acc"], errors="coerce").to_numpy(float)
+    if not np.all((acc >= 0) & (acc <= 1)):
+        raise ValueError("heldout_acc must be accuracies as fractions in [0, 1] (no NaN)")
+    n = pd.to_numeric(scores["n_images"], errors="coerce").to_numpy(float)
+    if not np.all(n >= 2):
+        raise ValueError("n_images must be at least 2 for every path (the held-out images it was scored on)")
+    dup = scores.duplicated(_SUPERNET + ["path_id"])
+    if dup.any():
+        first = scores.loc[dup, _SUPERNET + ["path_id"]].iloc[0].to_dict()
+        raise ValueError(f"{int(dup.sum())} rows repeat a path_id within one supernet "
+                         f"(arm, identity_mode, seed, epoch), e.g. {first}")
+
+
+def _check_fraction(name: str, value: float, low: float = 0.0, high: float = 1.0, closed_low: bool = True) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and np.isfinite(value) and (value >= low if closed_low else value > low) and value <= high
+    if not ok:
+        raise ValueError(f"{name} must be a number in {'[' if closed_low else '('}{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def oneshot_summary(scores: pd.DataFrame, far_below_points: float = 0.20) -> pd.DataFrame:
+    """Per supernet (arm, identity_mode, seed, epoch): mean one-shot accuracy, spread beyond noise, far-below share.
+
+    Columns: ``arm, identity_mode, seed, epoch, n_paths, mean_acc, among_var`` (ddof=1), ``binomial_var``,
+    ``excess_var``, ``excess_sd``, ``threshold`` (identity median of the same arm, seed and epoch minus
+    ``far_below_points``; NaN without that identity supernet) and ``far_below_share``. Definitions in the
+    module docstring.
+    """
+    _check_scores(scores, _SUPERNET + ["path_id", "heldout_acc", "n_images"])
+    far_below_points = _check_fraction("far_below_points", far_below_points)
+    d = scores[_SUPERNET + ["heldout_acc", "n_images"]].copy()
+    p, n = d["heldout_acc"].astype(float), d["n_images"].astype(float)
+    d["binomial_var"] = p * (1 - p) / (n - 1)
+    ident = d[d["identity_mode"] == "identity"]
+    thr = (ident.groupby(["arm", "seed", "epoch"])["heldout_acc"].median() - far_below_points).rename("threshold")
+    d = d.join(thr, on=["arm", "seed", "epoch"])
+    d["far_below"] = np.where(d["threshold"].notna(), (d["heldout_acc"] < d["threshold"]).astype(float), np.nan)
+    g = d.groupby(_SUPERNET, sort=True)
+    out = pd.DataFrame({
+        "n_paths": g.size(),
+        "mean_acc": g["heldout_acc"].mean(),
+        "among_var": g["heldout_acc"].var(ddof=1),
+        "binomial_var": g["binomial_var"].mean(),
+    })
+    out["excess_var"] = out["among_var"] - out["binomial_var"]
+    out["excess_sd"] = np.sqrt(out["excess_var"].clip(lower=0))
+    out["threshold"] = g["threshold"].first()
+    out["far_below_share"] = g["far_below"].mean()
+    return out.reset_index()
+
+
+def _chosen_epochs(table: pd.DataFrame, epoch: int | None) -> dict:
+    """Arm -> the epoch read: ``epoch`` where the arm has it, else (None) the arm's last epoch."""
+    arms = list(dict.fromkeys(table["arm"]))
+    if epoch is None:
+        return {a: table.loc[table["arm"] == a, "epoch"].max() for a in arms}
+    chosen = {a: epoch for a in arms if (table.loc[table["arm"] == a, "epoch"] == epoch).any()}
+    if not chosen:
+        raise ValueError(f"no arm has scores at epoch {epoch!r}; epochs present: {sorted(set(table['epoch']))}")
+    return chosen
+
+
+def oneshot_effects(scores: pd.DataFrame, epoch: int | None = None, n_resamples: int = 9999, seed: int = 0,
+                    far_below_points: float = 0.20, confidence: float = 0.95) -> pd.DataFrame:
+    """Per arm, the paper's Figure 1 claims as paired LET - identity differences over seeds, in points.
+
+    ``epoch``: the epoch read (None: each arm's last). Seeds are paired within an arm; a seed lacking
+    either supernet is left out (``seeds`` counts those used). The interval (``ci_low``, ``ci_high``) is
+    ``paired_t_interval``'s, NaN with fewer than 3 seeds; ``boot_low``/``boot_high`` give the percentile
+    bootstrap beside it. Columns: ``arm, claim, effect, estimate, ci_low, ci_high, seeds,
+    epoch, confidence, per_seed``. Raises if the two supernets of a seed were scored on different paths.
+    """
+    _check_scores(scores, SCORE_COLUMNS)
+    summary = oneshot_summary(scores, far_below_points)
+    chosen = _chosen_epochs(scores, epoch)
+    for (arm, sd, ep), d in scores.groupby(["arm", "seed", "epoch"], sort=False):
+        if chosen.get(arm) != ep:
+            continue
+        sets = {m: set(d.loc[d["identity_mode"] == m, "arch"]) for m in ("identity", "let")}
+        if sets["identity"] and sets["let"] and sets["identity"] != sets["let"]:
+            raise ValueError(f"arm {arm!r}, seed {sd}, epoch {ep}: the identity and LET supernets were scored on "
+                             f"different paths ({len(sets['identity'] ^ sets['let'])} differ); the claims compare "
+                             "the same fixed path set")
+    rows = []
+    for arm, ep in chosen.items():
+        s = summary[(summary["arm"] == arm) & (summary["epoch"] == ep)]
+        for claim, spec in CLAIMS.items():
+            wide = s.pivot(index="seed", columns="identity_mode", values=spec["column"])
+            if {"identity", "let"} <= set(wide.columns):
+                diffs = (100 * (wide["let"] - wide["identity"])).dropna()
+            else:
+                diffs = pd.Series(dtype=float)
+            t = paired_t_interval(diffs.to_numpy(), confidence=confidence)
+            boot = paired_bootstrap(diffs.to_numpy(), confidence=confidence, n_resamples=n_resamples, seed=seed)
+            rows.append({"arm": arm, "claim": claim, "effect": spec["effect"], "estimate": t["mean"],
+                         "ci_low": t["low"] if t["n"] >= 3 else np.nan, "ci_high": t["high"] if t["n"] >= 3 else np.nan,
+                         "seeds": t["n"], "epoch": ep, "confidence": confidence, "interval": "paired t over seeds",
+                         "boot_low": boot["low"], "boot_high": boot["high"],
+                         "per_seed": ", ".join(f"{k}: {v:+.2f}" for k, v in diffs.items())})
+    return pd.DataFrame(rows)
+
+
+def plateau_check(curve: pd.DataFrame, value: str, fraction: float = 0.2, tolerance: float = 0.02,
+                  x: str | None = None, start: float | None = None) -> tuple[float, bool]:
+    """Whether a supernet had stopped improving: ``(gain, gain < tolerance)`` over the last ``fraction``.
+
+    ``curve``: one supernet's table with a progress column ``x`` (default: ``epoch``, else ``global_step``,
+    else ``step``) and ``value`` (an accuracy as a fraction); several rows at one ``x`` (e.g. one per path)
+    are averaged. ``gain`` = value at the last ``x`` minus the value, linearly interpolated, at
+    ``x_last - fraction * (x_last - start)``; ``start`` is where training began (default: the first ``x``).
+    With fewer than two points, or a curve that does not reach back that far, it returns ``(nan, False)``:
+    a plateau that cannot be seen is not assumed.
+    """
+    if not isinstance(curve, pd.DataFrame):
+        raise ValueError(f"curve must be a DataFrame, got {type(curve).__name__}")
+    if x is None:
+        x = next((c for c in ("epoch", "global_step", "step") if c in curve.columns), None)
+        if x is None:
+            raise ValueError(f"curve has no epoch/global_step/step column; name its progress column with x= "
+                             f"(columns: {list(curve.columns)})")
+    _require(curve, [x, value], "curve")
+    fraction = _check_fraction("fraction", fraction, closed_low=False)
+    tolerance = _check_fraction("tolerance", tolerance, closed_low=False)
+    c = curve[[x, value]].dropna().groupby(x)[value].mean().sort_index()
+    if len(c) < 2:
+        return float("nan"), False
+    xs, ys = c.index.to_numpy(float), c.to_numpy(float)
+    origin = xs[0] if start is None else float(start)
+    x_from = xs[-1] - fraction * (xs[-1] - origin)
+    if x_from < xs[0]:
+        return float("nan"), False
+    gain = float(ys[-1] - np.interp(x_from, xs, ys))
+    return gain, bool(gain < tolerance)
+
+
+def oneshot_gates(scores: pd.DataFrame, chance: float, epoch: int | None = None, fraction: float = 0.2,
+                  tolerance: float = 0.02, start: float | None = None) -> pd.DataFrame:
+    """The gate table ``claim_verdicts`` reads, from the scores' own per-epoch curves.
+
+    One row per supernet (arm, identity_mode, seed): ``epoch`` (as ``oneshot_effects`` chooses it),
+    ``chance``, ``mean_acc`` (mean one-shot accuracy there), ``plateau_gain`` and ``at_plateau``
+    (``plateau_check`` on the per-epoch mean one-shot accuracy up to that epoch). Gates built from other
+    curves (e.g. the training log) need the same columns.
+    """
+    _check_scores(scores, _SUPERNET + ["path_id", "heldout_acc", "n_images"])
+    chance = _check_fraction("chance", chance, closed_low=False)
+    chosen = _chosen_epochs(scores, epoch)
+    rows = []
+    for (arm, mode, sd), d in scores.groupby(["arm", "identity_mode", "seed"], sort=False):
+        if arm not in chosen:
+            continue
+        d = d[d["epoch"] <= chosen[arm]]
+        now = d.loc[d["epoch"] == chosen[arm], "heldout_acc"]
+        gain, flat = plateau_check(d, "heldout_acc", fraction, tolerance, x="epoch", start=start)
+        rows.append({"arm": arm, "identity_mode": mode, "seed": sd, "epoch": chosen[arm], "chance": chance,
+                     "mean_acc": float(now.mean()) if len(now) else float("nan"), "plateau_gain": gain,
+                     "at_plateau": flat})
+    return pd.DataFrame(rows)
+
+
+def _gate_problems(g: pd.DataFrame, chance: float | None, margin: float) -> list[str]:
+    """Why an arm's supernets cannot carry a verdict (empty when they can)."""
+    if g.empty:
+        return ["no gate rows for this arm"]
+    problems = []
+    missing = [m for m in ("identity", "let") if m not in set(g["identity_mode"])]
+    if missing:
+        problems.append(f"no gate rows for the {' and '.join(missing)} supernets")
+    need = (g["chance"].astype(float) if chance is None else pd.Series(chance, index=g.index)) + margin
+    low = g[~(g["mean_acc"].astype(float) >= need)]
+    if len(low):
+        listed = ", ".join(f"{r.identity_mode} seed {r.seed} {100 * r.mean_acc:.1f}%" for r in low.itertuples())
+        problems.append(f"not all well above chance (mean one-shot accuracy needs >= {100 * need.min():.1f}%): "
+                        f"{listed}")
+    rising = g[~g["at_plateau"].astype(bool)]
+    if len(rising):
+        listed = ", ".join(f"{r.identity_mode} seed {r.seed} " + (
+            f"{100 * r.plateau_gain:+.1f} points in the last part of training" if np.isfinite(r.plateau_gain)
+            else "plateau not measurable") for r in rising.itertuples())
+        problems.append(f"not at a plateau: {listed}")
+    return problems
+
+
+def claim_verdicts(effects: pd.DataFrame, gates: pd.DataFrame, chance: float | None = None,
+                   margin: float = 0.15) -> pd.DataFrame:
+    """A verdict per arm and claim (C1-C3): "reproduced", "not reproduced" or "uninformative at this scale".
+
+    ``effects`` from ``oneshot_effects``. ``gates``: one row per supernet with ``arm, identity_mode, seed,
+    mean_acc, plateau_gain, at_plateau`` and ``chance`` (or pass ``chance``), e.g. from ``oneshot_gates``.
+    An arm is read only when every one of its gate rows (both identity modes) is at least ``margin`` above
+    chance and at a plateau, and an interval exists (>= 3 seeds); otherwise "uninformative at this scale".
+    "reproduced": the interval lies entirely on the paper's side of 0 (C1 above, C2 and C3 below); "not
+    reproduced" otherwise. "Opposite sign" is said only for the "paper" arm with the interval entirely on
+    the other side: other arms change the recipe, so they cannot contradict the paper.
+    Columns: ``arm, claim, verdict, reason``.
+    """
+    _require(effects, ["arm", "claim", "estimate", "ci_low", "ci_high", "seeds"], "effects table")
+    _require(gates, ["arm", "identity_mode", "seed", "mean_acc", "plateau_gain", "at_plateau"], "gates table")
+    if chance is None and "chance" not in gates.columns:
+        raise ValueError("gates table lacks a 'chance' column; add it or pass chance=")
+    if chance is not None:
+        chance = _check_fraction("chance", chance, closed_low=False)
+    margin = _check_fraction("margin", margin)
+    unknown = sorted(set(effects["claim"]) - set(CLAIMS))
+    if unknown:
+        raise ValueError(f"unknown claims {unknown}; accepted: {list(CLAIMS)}")
+    rows = []
+    for arm in dict.fromkeys(effects["arm"]):
+        problems = _gate_problems(gates[gates["arm"] == arm], chance, margin)
+        for e in effects[effects["arm"] == arm].itertuples():
+            spec = CLAIMS[e.claim]
+            conf = getattr(e, "confidence", 0.95)
+            interval = (f"{100 * conf:.0f}% CI {e.ci_low:+.1f} to {e.ci_high:+.1f}"
+                        if np.isfinite(e.ci_low) and np.isfinite(e.ci_high) else "no interval")
+            shown = f"LET - identity {e.estimate:+.1f} {spec['unit']} ({interval}, {int(e.seeds)} seeds)"
+            paper_side = "above" if spec["paper_sign"] > 0 else "below"
+            other_side = "below" if spec["paper_sign"] > 0 else "above"
+            if problems:
+                verdict, reason = VERDICTS[2], "; ".join(problems) + f". Not read: {shown}."
+            elif not (np.isfinite(e.ci_low) and np.isfinite(e.ci_high)):
+                verdict = VERDICTS[2]
+                reason = f"only {int(e.seeds)} paired seeds, an interval needs >= 3. Not read: {shown}."
+            else:
+                on_paper = e.ci_low > 0 if spec["paper_sign"] > 0 else e.ci_high < 0
+                against = e.ci_high < 0 if spec["paper_sign"] > 0 else e.ci_low > 0
+                if on_paper:
+                    verdict, reason = VERDICTS[0], f"{shown}: interval entirely {paper_side} 0, the paper's side."
+                elif against and arm == "paper":
+                    verdict = VERDICTS[1]
+                    reason = f"{shown}: opposite sign, the interval lies entirely {other_side} 0."
+                elif against:
+                    verdict = VERDICTS[1]
+                    reason = (f"{shown}: interval entirely {other_side} 0 with this arm's recipe, which is not "
+                              "the paper's.")
+                else:
+                    verdict, reason = VERDICTS[1], f"{shown}: the interval includes 0."
+            rows.append({"arm": arm, "claim": e.claim, "verdict": verdict, "reason": reason})
+    return pd.DataFrame(rows, columns=["arm", "claim", "verdict", "reason"])
+
+
+def oneshot_scores(evals: Mapping[tuple, pd.DataFrame]) -> pd.DataFrame:
+    """One tidy scores table from the trainer's per-epoch path scores of several supernets.
+
+    ``evals``: ``{(arm, identity_mode, seed): evals}`` with each ``evals`` as ``train.train_supernet`` writes it
+    (``epoch, path_id, arch, num_identity, heldout_acc, n_images``). Columns: ``SCORE_COLUMNS`` plus
+    ``identity_at_shape_change``.
+    """
+    parts = []
+    for (arm, mode, seed), e in evals.items():
+        _require(e, ["epoch", "path_id", "arch", "num_identity", "heldout_acc", "n_images"], "evals table")
+        parts.append(e.assign(arm=arm, identity_mode=mode, seed=seed))
+    if not parts:
+        raise ValueError("no supernet scores given")
+    out = pd.concat(parts, ignore_index=True)
+    out["identity_at_shape_change"] = [Architecture.parse(a).identity_at_shape_change for a in out["arch"]]
+    return out[list(SCORE_COLUMNS) + ["identity_at_shape_change"]]
+
+
+def arm_path_log(steps: Mapping[tuple, tuple[pd.DataFrame, int]]) -> pd.DataFrame:
+    """The running path log (``stability_log``'s columns) of several supernets, with an ``arm`` column.
+
+    ``steps``: ``{(arm, identity_mode, seed): (steps, batch_size)}``, ``steps`` as ``train.train_supernet`` logs it.
+    """
+    parts = []
+    for (arm, mode, seed), (s, batch) in steps.items():
+        log, _ = stability_log([(mode, seed, s, batch)])
+        parts.append(log.assign(arm=arm))
+    if not parts:
+        raise ValueError("no supernet logs given")
+    return pd.concat(parts, ignore_index=True)
+
+
+def supernet_gates(scores: pd.DataFrame, log: pd.DataFrame | None, chance: float, fraction: float = 0.2,
+                   tolerance: float = 0.02, min_scored_epochs: int = 3) -> pd.DataFrame:
+    """``oneshot_gates`` with the plateau read from the best curve available, named in ``plateau_from``.
+
+    The per-epoch held-out scores when at least ``min_scored_epochs`` epochs were scored; otherwise the running
+    training accuracy of the sampled paths (``log`` with ``arm, mode, seed, step, acc``; the gratings stream
+    shows every batch once, so it is a held-out curve too), in blocks of a tenth of the run.
+    """
+    gates = oneshot_gates(scores, chance, fraction=fraction, tolerance=tolerance)
+    gates["plateau_from"] = "held-out scores per epoch"
+    for i, g in gates.iterrows():
+        scored = scores[(scores["arm"] == g["arm"]) & (scores["identity_mode"] == g["identity_mode"])
+                        & (scores["seed"] == g["seed"])]["epoch"].nunique()
+        if scored >= min_scored_epochs or log is None:
+            continue
+        run = log[(log["arm"] == g["arm"]) & (log["mode"] == g["identity_mode"]) & (log["seed"] == g["seed"])]
+        if not len(run):
+            continue
+        steps = int(run["step"].max()) + 1
+        block = max(1, steps // 10)
+        curve = run.assign(block=(run["step"] // block) * block + block / 2)
+        gain, flat = plateau_check(curve, "acc", fraction, tolerance, x="block", start=0.0)
+        gates.loc[i, ["plateau_gain", "at_plateau", "plateau_from"]] = [gain, flat, "running training accuracy"]
+    gates["at_plateau"] = gates["at_plateau"].astype(bool)
+    return gates

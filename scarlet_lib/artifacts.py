@@ -15,7 +15,10 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["output_dir", "save_table", "versions", "record_run", "FIGURE_FORMATS"]
+__all__ = ["output_dir", "save_table", "versions", "record_run", "FIGURE_FORMATS", "notebook_parameters",
+           "notebook_params", "NOTEBOOK_DIR"]
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 FIGURE_FORMATS = ("png", "pdf")
 
@@ -34,6 +37,41 @@ def save_table(df, name: str, out_dir: str | os.PathLike) -> Path:
     return path
 
 
+def notebook_parameters(notebook: str, notebook_dir: str | os.PathLike = NOTEBOOK_DIR) -> dict[str, Any]:
+    """The ``parameters`` cell of a notebook as ``{name: default value}`` (read by papermill)."""
+    import ast
+
+    import papermill as pm
+
+    path = Path(notebook_dir) / f"{notebook}.ipynb"
+    if not path.exists():
+        raise FileNotFoundError(f"notebook file missing: {path}")
+    out = {}
+    for name, info in pm.inspect_notebook(str(path)).items():
+        try:
+            out[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            out[name] = info["default"]
+    return out
+
+
+def notebook_params(namespace: Mapping[str, Any], notebook: str,
+                    notebook_dir: str | os.PathLike = NOTEBOOK_DIR) -> dict[str, Any]:
+    """The current values of a notebook's parameters (names from its ``parameters`` cell) in ``namespace``."""
+    return {name: namespace[name] for name in notebook_parameters(notebook, notebook_dir) if name in namespace}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -47,7 +85,8 @@ def versions() -> dict[str, str | None]:
     """Versions of Python and the packages that decide the numbers, plus the git commit of the suite."""
     import importlib.metadata as md
 
-    out: dict[str, str | None] = {"python": platform.python_version(), "platform": platform.platform()}
+    out: dict[str, str | None] = {"python": platform.python_version(), "platform": platform.platform(),
+                                  "cpu": _cpu_model(), "cpu_count": str(os.cpu_count())}
     for pkg in ("scarlet_lib", "torch", "torchvision", "numpy", "pandas", "matplotlib", "pymoo", "papermill"):
         try:
             out[pkg] = md.version(pkg)
@@ -58,6 +97,7 @@ def versions() -> dict[str, str | None]:
         import torch
         out["cuda"] = torch.version.cuda
         out["torch_threads"] = str(torch.get_num_threads())
+        out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     except ImportError:  # pragma: no cover - torch is a hard dependency
         pass
     return out

@@ -27,9 +27,10 @@ from torch import nn
 from .kernels import PLAIN, get_kernels
 
 IDENTITY_MODES = ("identity", "let", "let_relu")
+LET_INITS = ("he", "identity", "orthogonal")
 
-__all__ = ["IDENTITY_MODES", "SqueezeExcite", "InvertedResidual", "Shortcut", "LET", "make_choice_block",
-           "check_identity_mode"]
+__all__ = ["IDENTITY_MODES", "LET_INITS", "SqueezeExcite", "InvertedResidual", "Shortcut", "LET", "make_choice_block",
+           "check_identity_mode", "check_let_init", "init_let"]
 
 
 def check_identity_mode(mode: str) -> str:
@@ -124,6 +125,38 @@ class LET(nn.Module):
 
     def extra_repr(self):
         return f"relu={self.relu}"
+
+
+def check_let_init(init: str) -> str:
+    if init not in LET_INITS:
+        raise ValueError(f"unknown let_init {init!r}; accepted: {LET_INITS}")
+    return init
+
+
+@torch.no_grad()
+def init_let(let: LET, init: str, generator: torch.Generator | None = None) -> LET:
+    """Set a LET's weight by one of ``LET_INITS``.
+
+    * ``"he"``: the released conv init, N(0, sqrt(2 / out)) (what ``models.init_weights`` draws; left as is).
+    * ``"identity"``: the zero-pad identity, W[o, i] = 1 if o == i else 0. With the conv's stride this
+      computes exactly what the plain identity (``Shortcut``) computes, so a LET supernet starts as the same
+      function as an identity supernet: any later difference comes from LET being learnable.
+    * ``"orthogonal"``: a random semi-orthogonal W (orthonormal columns when out >= in), so ||W x|| = ||x||:
+      variance preserving like the identity, but a random rotation of the channels.
+    """
+    check_let_init(init)
+    w = let.conv.weight  # (out, in, 1, 1)
+    out_c, in_c = w.shape[:2]
+    if init == "identity":
+        if out_c < in_c:
+            raise ValueError(f"the zero-pad identity needs out >= in channels, got {in_c} -> {out_c}")
+        w.zero_()
+        w[torch.arange(in_c), torch.arange(in_c), 0, 0] = 1.0
+    elif init == "orthogonal":
+        q = torch.empty(out_c, in_c)
+        torch.nn.init.orthogonal_(q, generator=generator)
+        w.copy_(q.view_as(w))
+    return let
 
 
 def make_choice_block(choice: int, in_channels: int, out_channels: int, stride: int,

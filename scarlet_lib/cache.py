@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 __all__ = ["default_cache_root", "cache_key", "source_fingerprint", "Cache", "cost_table", "supernet_data",
-           "supernet_run", "SupernetRun", "SPACES", "space_by_name"]
+           "supernet_run", "supernet_runs", "SupernetRun", "SPACES", "space_by_name"]
 
 _PKG = Path(__file__).resolve().parent
 MARKER = "cache.json"
@@ -131,21 +131,13 @@ def cost_table(root: str | os.PathLike | None = None, **kwargs):
 # Trained supernets: notebook 2 trains them, notebooks 4, 6 and 7 (and reruns) load them
 # ------------------------------------------------------------------------------------------------
 
-SUPERNET_CODE = ("supernet", "blocks", "models", "space", "train", "data", "evaluation")
+SUPERNET_CODE = ("supernet", "blocks", "kernels", "models", "space", "train", "data", "evaluation", "recipes")
 SPACES = ("se", "no_se")
 
 
-def supernet_data(dataset: str = "gratings", data_root: str = "", image_size: int = 32, batch_size: int = 32,
-                  seed: int = 0):
-    """The ``DataBundle`` a cached supernet is trained and evaluated on (same arguments, same data).
-
-    The embedded gratings are streamed (fresh images every step), so the running training accuracy of
-    a path is also a held-out estimate.
-    """
-    from .data import get_data
-
-    return get_data(dataset, root=data_root or None, image_size=image_size, batch_size=batch_size, seed=seed,
-                    stream=dataset == "gratings")
+def supernet_data(recipe, **kwargs):
+    """The ``DataBundle`` a cached supernet of ``recipe`` is trained and evaluated on (``recipe.data()``)."""
+    return recipe.data(**kwargs)
 
 
 def space_by_name(space: str):
@@ -158,59 +150,110 @@ def space_by_name(space: str):
 
 
 class SupernetRun:
-    """A trained supernet with its logs: ``supernet``, ``steps`` and ``evals`` (tables of ``train``), ``params``."""
+    """A trained supernet with its logs: ``supernet``, ``steps`` and ``evals`` (tables of ``train``), ``recipe``."""
 
-    def __init__(self, supernet, steps, evals, params: dict, folder: Path, created: bool):
-        self.supernet, self.steps, self.evals, self.params = supernet, steps, evals, params
+    def __init__(self, supernet, steps, evals, recipe, folder: Path, created: bool):
+        self.supernet, self.steps, self.evals, self.recipe = supernet, steps, evals, recipe
         self.folder, self.created = folder, created
 
+    @property
+    def params(self) -> dict:
+        return self.recipe.key()
+
     def __repr__(self):
-        return (f"SupernetRun({self.params['identity_mode']}, seed={self.params['seed']}, "
-                f"{'trained now' if self.created else 'from cache'}: {self.folder})")
+        r = self.recipe
+        return (f"SupernetRun({r.identity_mode}, seed={r.seed}, let_init={r.let_init}, zero_init_residual="
+                f"{r.zero_init_residual}, reduction={r.reduction}: {'trained now' if self.created else 'from cache'}: "
+                f"{self.folder})")
 
 
-def supernet_run(identity_mode: str = "let", seed: int = 0, dataset: str = "gratings", data_root: str = "",
-                 image_size: int = 32, width: float = 0.5, space: str = "no_se", epochs: int = 1,
-                 steps_per_epoch: int = 0, batch_size: int = 32, lr: float = 0.05, warmup_steps: int = 0,
-                 eval_paths: int = 8, device: str = "cpu", cache_dir: str | os.PathLike | None = None, train: bool = True,
+def _supernet_cache(cache_dir) -> Cache:
+    return Cache("supernets", cache_dir or None, code_modules=SUPERNET_CODE)
+
+
+def _supernet_key(recipe, device: str) -> dict:
+    return {**recipe.key(), "device": str(device)}
+
+
+def _check_recipe(recipe):
+    from .recipes import SupernetRecipe
+
+    if not isinstance(recipe, SupernetRecipe):
+        raise TypeError(f"expected a recipes.SupernetRecipe, got {type(recipe).__name__}; build one with "
+                        "SupernetRecipe(...) or SupernetRecipe.from_params(params)")
+    return recipe
+
+
+def _train_into_cache(recipe, device: str, cache_dir, progress: bool = False) -> str:
+    """Train ``recipe`` into its cache entry unless present; returns the entry's folder.
+
+    Checkpoints go to a stable ``.partial-<key>`` folder beside the entry, so a run killed mid-training
+    continues from its last finished epoch when asked again.
+    """
+    import torch
+
+    cache = _supernet_cache(cache_dir)
+    key = _supernet_key(recipe, device)
+    partial = cache.path(key).with_name(f".partial-{cache.path(key).name}")
+
+    def create(folder: Path):
+        result = recipe.train(device=device, checkpoint_dir=partial, progress=progress)
+        result.save(folder)
+        net = result.supernet
+        torch.save({"model": net.state_dict(), "num_classes": net.num_classes, "small_input": net.small_input},
+                   folder / "supernet.pt")
+
+    folder, _ = cache.get_or_create(key, create)
+    shutil.rmtree(partial, ignore_errors=True)
+    return str(folder)
+
+
+def supernet_run(recipe, device: str = "cpu", cache_dir: str | os.PathLike | None = None, train: bool = True,
                  progress: bool = False) -> SupernetRun | None:
-    """A strict-fair supernet trained with these settings: from the cache, or trained now and cached.
+    """The supernet of a ``recipes.SupernetRecipe``: from the cache, or trained now and cached.
 
-    ``steps_per_epoch=0`` means the data's full epoch. ``train=False`` returns None instead of training
-    when the cache lacks the entry. The key is every argument except ``cache_dir``/``train``/``progress``,
-    plus the source of the modules that train it.
+    ``train=False`` returns None instead of training when the cache lacks the entry. The key is the recipe,
+    the device and the source of the modules that train it. Training here uses ``recipes.TRAIN_THREADS``
+    thread(s), as ``supernet_runs`` does in its workers, so an entry is the same however it was made.
     """
     import pandas as pd
     import torch
 
-    from .supernet import Supernet
-    from .train import train_supernet
+    from .recipes import run_jobs
 
-    key = dict(identity_mode=identity_mode, seed=seed, dataset=dataset, data_root=data_root, image_size=image_size,
-               width=width, space=space, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-               lr=lr, warmup_steps=warmup_steps, eval_paths=eval_paths, device=device)
-    sp = space_by_name(space)
-    cache = Cache("supernets", cache_dir or None, code_modules=SUPERNET_CODE)
-
-    def build(num_classes, small_input):
-        return Supernet(space=sp, identity_mode=identity_mode, width_mult=width, num_classes=num_classes,
-                        small_input=small_input, seed=seed)
-
-    def create(folder: Path):
-        data = supernet_data(dataset, data_root, image_size, batch_size, seed)
-        net = build(data.num_classes, data.small_input)
-        result = train_supernet(net, data, epochs=epochs, steps_per_epoch=steps_per_epoch or None, lr=lr, seed=seed,
-                                warmup_steps=warmup_steps, device=device, eval_paths=eval_paths, progress=progress)
-        result.save(folder)
-        torch.save({"model": net.state_dict(), "num_classes": data.num_classes, "small_input": data.small_input},
-                   folder / "supernet.pt")
-
-    if not train and not cache.has(key):
+    recipe = _check_recipe(recipe)
+    cache = _supernet_cache(cache_dir)
+    key = _supernet_key(recipe, device)
+    created = not cache.has(key)
+    if created and not train:
         return None
-    folder, created = cache.get_or_create(key, create)
+    if created:
+        run_jobs([(_train_into_cache, (recipe, device, cache_dir, progress))], processes=1)
+    folder = cache.path(key)
     state = torch.load(folder / "supernet.pt", map_location=device, weights_only=True)
-    net = build(int(state["num_classes"]), bool(state["small_input"])).to(device)
+    net = recipe.build(int(state["num_classes"]), bool(state["small_input"])).to(device)
     net.load_state_dict(state["model"])
-    steps = pd.read_csv(folder / "steps.csv")
-    evals = pd.read_csv(folder / "evals.csv")
-    return SupernetRun(net, steps, evals, key, folder, created)
+    return SupernetRun(net, pd.read_csv(folder / "steps.csv"), pd.read_csv(folder / "evals.csv"), recipe, folder,
+                       created)
+
+
+def supernet_runs(recipes, device: str = "cpu", cache_dir: str | os.PathLike | None = None,
+                  processes: int | None = None) -> list[SupernetRun]:
+    """``supernet_run`` for several recipes; the missing ones are trained in ``processes`` worker processes
+    (default: one per core), one thread each, so the entries are the same whatever ``processes`` is."""
+    from .recipes import default_processes, run_jobs
+
+    recipes = [_check_recipe(r) for r in recipes]
+    cache = _supernet_cache(cache_dir)
+    missing, seen = [], set()
+    for r in recipes:
+        k = cache_key(_supernet_key(r, device), cache.code)
+        if not cache.has(_supernet_key(r, device)) and k not in seen:
+            seen.add(k)
+            missing.append(r)
+    run_jobs([(_train_into_cache, (r, device, cache_dir)) for r in missing],
+             processes=default_processes() if processes is None else processes)
+    runs = [supernet_run(r, device, cache_dir, train=False) for r in recipes]
+    for run in runs:
+        run.created = any(run.recipe == r for r in missing)
+    return runs

@@ -5,12 +5,13 @@ its BN statistics are re-estimated on training batches (cumulative average, as i
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
+import pandas as pd
 import torch
 from torch import nn
 
-__all__ = ["recalibrate_bn", "accuracy", "evaluate_path"]
+__all__ = ["recalibrate_bn", "accuracy", "evaluate_path", "score_paths"]
 
 
 @torch.no_grad()
@@ -69,3 +70,32 @@ def evaluate_path(supernet, arch, calib_batches: Iterable, eval_batches: Iterabl
     finally:
         supernet.load_state_dict(state, strict=False)
         supernet.train(was_training)
+
+
+def score_paths(supernet, archs: Sequence, calib_batches: Iterable, eval_batches: Iterable,
+                device=None) -> pd.DataFrame:
+    """Held-out one-shot accuracy of every architecture in ``archs``, one row per path.
+
+    Each path is scored as ``evaluate_path`` does (BN recalibrated on ``calib_batches``, top-1 on all of
+    ``eval_batches``), through ``search.SupernetEvaluator(share_prefix=True)`` so that shared prefixes are
+    computed once. Columns: ``path_id`` (position in ``archs``), ``arch``, ``num_identity``,
+    ``identity_at_shape_change``, ``heldout_acc`` (fraction), ``n_images`` (held-out images per path).
+    All held-out batches are kept on ``device`` during the walk.
+    """
+    # Imported here: search.evaluators imports this module, so a module-level import would be a cycle.
+    from .search.evaluators import SupernetEvaluator
+
+    archs = [supernet.check_arch(a) for a in archs]
+    if not archs:
+        raise ValueError("score_paths needs at least one architecture")
+    evaluator = SupernetEvaluator(supernet, calib_batches, eval_batches, device=device, share_prefix=True)
+    acc = evaluator.evaluate(archs)
+    n_images = int(sum(y.numel() for _, y in evaluator.eval_batches))
+    return pd.DataFrame({
+        "path_id": range(len(archs)),
+        "arch": [str(a) for a in archs],
+        "num_identity": [a.num_identity for a in archs],
+        "identity_at_shape_change": [a.identity_at_shape_change for a in archs],
+        "heldout_acc": acc.astype(float),
+        "n_images": n_images,
+    })

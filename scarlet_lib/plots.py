@@ -6,6 +6,8 @@
 * ``figure1``: supernet stability, identity vs LET (top: running training accuracy of the sampled
   paths per epoch/block, held-out accuracy after BN recalibration; bottom: last-block histograms,
   stratified).
+* ``figure1_scores`` / ``effects_figure``: Figure 1 from one-shot scores of a fixed path set (histograms per
+  arm, identity vs LET) and the claims' paired effects with their verdicts.
 * ``figure3``: stand-alone training curves of the ablation arms.
 * ``figure5``: feature-map grids, every choice at one layer, identity vs LET supernets.
 * ``pareto_fronts``: the search's fronts per generation, picked models, SCARLET-A/B/C on the cost axes.
@@ -37,7 +39,9 @@ from .space import CHOICES, LAYERS, NUM_LAYERS, Architecture  # noqa: E402
 
 __all__ = [
     "save_figure", "KERNEL_COLOURS", "MODE_COLOURS", "layer_geometry", "draw_architecture", "figure4",
-    "not_a_finding_banner", "figure1", "figure1_histograms", "figure3", "figure5", "pareto_fronts",
+    "not_a_finding_banner", "figure1", "figure1_histograms", "figure1_scores", "effects_figure", "VERDICT_COLOURS",
+    "figure1_running", "oneshot_strata",
+    "figure3", "figure5", "pareto_fronts",
 ]
 
 KERNEL_COLOURS = {3: "#4C72B0", 5: "#55A868", 7: "#DD8452"}  # colour-blind safe (seaborn "deep")
@@ -295,6 +299,111 @@ def figure1_histograms(last: pd.DataFrame, chance: float):
     return fig
 
 
+def figure1_scores(scores: pd.DataFrame, chance: float, epoch: int | None = None, far_below_points: float = 0.2,
+                   verdicts: pd.DataFrame | None = None):
+    """Paper Figure 1 bottom from proper one-shot scores: per arm, identity vs LET histograms over seeds.
+
+    ``scores``: the tidy one-shot scores table (``analysis.SCORE_COLUMNS``); each arm is read at ``epoch``
+    (None: its last). Dashed lines: the far-below threshold of each seed (``analysis.oneshot_summary``);
+    dotted: chance. ``verdicts`` (``analysis.claim_verdicts``): an arm whose claims are all
+    "uninformative at this scale" carries a "not a finding" banner.
+    """
+    import textwrap
+
+    from .analysis import _SUPERNET, _check_scores, _chosen_epochs, oneshot_summary
+
+    _check_scores(scores, _SUPERNET + ["path_id", "heldout_acc", "n_images"])
+    chosen = _chosen_epochs(scores, epoch)
+    arms = list(chosen)
+    fig, axes = plt.subplots(1, len(arms), figsize=(5.6 * len(arms), 4.8), squeeze=False)
+    for ax, arm in zip(axes[0], arms):
+        d = scores[(scores["arm"] == arm) & (scores["epoch"] == chosen[arm])]
+        summ = oneshot_summary(d, far_below_points)
+        thresholds = 100 * summ.loc[summ["identity_mode"] == "identity", "threshold"].dropna().to_numpy()
+        values = np.concatenate([100 * d["heldout_acc"].to_numpy(float), thresholds])
+        bins = np.histogram_bin_edges(values, bins=30)
+        for m in [m for m in ("identity", "let", "let_relu") if m in set(d["identity_mode"])]:
+            dm, sm = d[d["identity_mode"] == m], summ[summ["identity_mode"] == m]
+            label = (f"{_mode_label(m)}: {len(dm)} paths, {dm['seed'].nunique()} seeds, "
+                     f"mean {100 * dm['heldout_acc'].mean():.1f}%")
+            if sm["far_below_share"].notna().any():
+                label += f", {100 * sm['far_below_share'].mean():.1f}% far below"
+            ax.hist(100 * dm["heldout_acc"], bins=bins, alpha=0.55, color=MODE_COLOURS.get(m), label=label)
+        for i, t in enumerate(thresholds):
+            ax.axvline(t, color="k", ls="--", lw=1, alpha=0.8,
+                       label=(f"far below: identity median - {100 * far_below_points:.0f} points (per seed)"
+                              if i == 0 else None))
+        ax.axvline(100 * chance, color="0.4", ls=":", lw=1.2, label=f"chance {100 * chance:.0f}%")
+        ax.set_xlim(max(0.0, min(bins[0], 100 * chance) - 2), min(100.0, bins[-1] + 2))
+        ax.set(xlabel="held-out one-shot accuracy, BN recalibrated (%)", ylabel="paths",
+               title=f"{arm} (epoch {chosen[arm]})")
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+        if verdicts is not None and len(verdicts):
+            v = verdicts[verdicts["arm"] == arm]
+            if len(v) and (v["verdict"] == "uninformative at this scale").all():
+                not_a_finding_banner(ax, "\n".join(textwrap.wrap("Not a finding: " + v["reason"].iloc[0], 48)))
+    fig.tight_layout()
+    return fig
+
+
+VERDICT_COLOURS = {"reproduced": "#55A868", "not reproduced": "#C44E52", "uninformative at this scale": "0.55"}
+
+
+def effects_figure(effects: pd.DataFrame, verdicts: pd.DataFrame | None = None):
+    """Forest plot per claim (C1-C3): LET - identity estimate and interval per arm, zero line, verdicts.
+
+    ``effects`` from ``analysis.oneshot_effects``, ``verdicts`` from ``analysis.claim_verdicts`` (colour and
+    the verdict written over each estimate). The shaded side of zero is the paper's.
+    """
+    from .analysis import CLAIMS
+
+    claims = [c for c in CLAIMS if c in set(effects["claim"])]
+    arms = list(dict.fromkeys(effects["arm"]))
+    fig, axes = plt.subplots(1, len(claims), figsize=(4.8 * len(claims), 1.0 + 0.75 * len(arms) + 1.0),
+                             sharey=True, squeeze=False)
+    y_of = {a: len(arms) - 1 - i for i, a in enumerate(arms)}
+    for ax, claim in zip(axes[0], claims):
+        spec = CLAIMS[claim]
+        e = effects[effects["claim"] == claim]
+        ends = [0.0]
+        for r in e.itertuples():
+            verdict = None
+            if verdicts is not None:
+                v = verdicts[(verdicts["arm"] == r.arm) & (verdicts["claim"] == claim)]
+                verdict = v["verdict"].iloc[0] if len(v) else None
+            colour = VERDICT_COLOURS.get(verdict, "k")
+            y = y_of[r.arm]
+            if np.isfinite(r.ci_low) and np.isfinite(r.ci_high):
+                ax.errorbar([r.estimate], [y], xerr=[[r.estimate - r.ci_low], [r.ci_high - r.estimate]], fmt="o",
+                            color=colour, capsize=4, ms=6)
+                ends += [r.ci_low, r.ci_high]
+            elif np.isfinite(r.estimate):
+                ax.plot([r.estimate], [y], "o", mfc="white", color=colour, ms=6)
+                ends.append(r.estimate)
+            note = f"{r.estimate:+.1f}, {int(r.seeds)} seeds" + ("" if np.isfinite(r.ci_low) else ", no interval")
+            if verdict:
+                note = f"{verdict} ({note})"
+            ax.annotate(note, (r.estimate if np.isfinite(r.estimate) else 0.0, y), textcoords="offset points",
+                        xytext=(0, 8), ha="center", fontsize=8, color=colour)
+        half = 1.25 * max(abs(min(ends)), abs(max(ends)), 1.0)
+        ax.set_xlim(-half, half)
+        ax.axvline(0, color="0.3", lw=1)
+        if spec["paper_sign"] > 0:
+            ax.axvspan(0, half, color=VERDICT_COLOURS["reproduced"], alpha=0.08, lw=0)
+        else:
+            ax.axvspan(-half, 0, color=VERDICT_COLOURS["reproduced"], alpha=0.08, lw=0)
+        ax.text(0.98 if spec["paper_sign"] > 0 else 0.02, 0.02, "paper's side",
+                ha="right" if spec["paper_sign"] > 0 else "left", va="bottom", fontsize=8, color="0.35",
+                transform=ax.transAxes)
+        ax.set_ylim(-0.7, len(arms) - 0.3)
+        ax.set_yticks([y_of[a] for a in arms], arms)
+        conf = float(e["confidence"].iloc[0]) if "confidence" in e and len(e) else 0.95
+        ax.set(xlabel=f"LET - identity ({spec['unit']}): mean over seeds, {100 * conf:.0f}% CI",
+               title=spec["effect"].split(", LET")[0])
+    fig.tight_layout()
+    return fig
+
+
 # ------------------------------------------------------------------------------------------------
 # Figure 3: ReLU vs linear LET ablation (stand-alone training curves)
 # ------------------------------------------------------------------------------------------------
@@ -506,5 +615,65 @@ def cost_scatter(table: pd.DataFrame, hue: str = "source", madds: str = "madds_m
     ax.set(xlabel="MAdds (M, 224x224)", ylabel="parameters (M)", title="Architectures in the browser table")
     if hue in table:
         ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def figure1_running(log: pd.DataFrame, chance: float, block_steps: int | None = None):
+    """The paper's Figure 1 top, literally: running training accuracy of the sampled paths per block, per arm.
+
+    Mean over seeds of the per-block mean (thick), band = spread among paths, thin lines = seeds, dashed =
+    the batch-noise floor ``sqrt(p(1-p)/batch)`` drawn as a band of that half-width around the mean: a
+    spread inside it is sampling noise. ``log`` from ``analysis.arm_path_log``.
+    """
+    from .analysis import stability_summary
+
+    arms = list(dict.fromkeys(log["arm"]))
+    fig, axes = plt.subplots(1, len(arms), figsize=(4.6 * len(arms), 3.6), sharey=True, squeeze=False)
+    for ax, arm in zip(axes[0], arms):
+        summary = stability_summary(log[log["arm"] == arm], block_steps)
+        x_scale = block_steps or 1
+        for m in [m for m in ("identity", "let", "let_relu") if m in set(summary["mode"])]:
+            s = summary[summary["mode"] == m]
+            g = s.groupby("block")
+            mean, spread, floor = g["mean_acc"].mean(), g["std_acc"].mean(), g["noise_floor"].mean()
+            x = (mean.index + 0.5) * x_scale
+            c = MODE_COLOURS.get(m)
+            ax.plot(x, 100 * mean, color=c, lw=2, label=f"{_mode_label(m)}: mean ± s.d. among paths")
+            ax.fill_between(x, 100 * (mean - spread), 100 * (mean + spread), color=c, alpha=0.15)
+            ax.plot(x, 100 * (mean - floor), color=c, lw=0.9, ls="--", alpha=0.8)
+            ax.plot(x, 100 * (mean + floor), color=c, lw=0.9, ls="--", alpha=0.8,
+                    label=f"{_mode_label(m)}: ± batch-noise floor")
+            for _, ss in s.groupby("seed"):
+                ax.plot((ss["block"] + 0.5) * x_scale, 100 * ss["mean_acc"], color=c, lw=0.6, alpha=0.45)
+        ax.axhline(100 * chance, color="0.4", ls=":", lw=1, label="chance")
+        ax.set_ylim(0, 100)
+        ax.set(xlabel="strict-fair step" if block_steps else "epoch", title=f"arm: {arm}")
+    axes[0, 0].set_ylabel("running path training accuracy (%)")
+    axes[0, -1].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def oneshot_strata(scores: pd.DataFrame, chance: float):
+    """Held-out one-shot scores by number of identity choices (x) and identity at a shape-changing layer
+    (rows), identity vs LET supernet, one column per arm."""
+    import seaborn as sns
+
+    arms = list(dict.fromkeys(scores["arm"]))
+    fig, axes = plt.subplots(2, len(arms), figsize=(4.6 * len(arms), 6.4), sharey=True, squeeze=False)
+    d = scores.assign(acc_pct=100 * scores["heldout_acc"], mode_label=scores["identity_mode"].map(_mode_label))
+    palette = {_mode_label(m): MODE_COLOURS[m] for m in ("identity", "let")}
+    for col, arm in enumerate(arms):
+        for row, flag in enumerate((False, True)):
+            ax = axes[row, col]
+            sub = d[(d["arm"] == arm) & (d["identity_at_shape_change"] == flag)]
+            if len(sub):
+                sns.boxplot(data=sub, x="num_identity", y="acc_pct", hue="mode_label", palette=palette, ax=ax,
+                            fliersize=2, boxprops=dict(alpha=0.5))
+                ax.legend(title=None, fontsize=7)
+            ax.axhline(100 * chance, color="0.4", ls=":", lw=1)
+            ax.set(xlabel="identity choices in the path", ylabel="held-out one-shot accuracy (%)" if col == 0 else "",
+                   title=f"{arm}: identity at a shape-changing layer: {'yes' if flag else 'no'}")
     fig.tight_layout()
     return fig

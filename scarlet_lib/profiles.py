@@ -1,23 +1,23 @@
 """Run profiles of the notebook runner: which parameters every notebook gets at each scale.
 
 * ``smoke``: seconds per notebook; the tests run it. Numbers it draws mean nothing.
-* ``cpu`` (default): every artifact in about 15 minutes on 2 CPU cores (measured 1024 s on a slow day),
-  on the embedded dataset ("standard" gratings). Three seeds per arm of 220 strict-fair steps each
-  (width 0.25, batch 32, lr 0.05 with 20 warm-up steps, per-weight gradient mean, residual candidates
-  starting as the identity): measured, every supernet leaves chance, 28-32% path accuracy in the last
-  block (chance 10%; see ``data.CALIBRATION``), so the notebooks read their comparisons.
-  Use ``--set epochs=...`` / the ``gpu`` profile for longer runs.
+* ``cpu`` (default): every artifact in minutes on a 2-core CPU, on the embedded dataset ("standard" gratings).
+* ``cpu-long``: the Figure 1 evidence on CPU (budgeted at 90 minutes on 2 cores): every arm trained longer,
+  5 seeds, the fixed paths scored after every epoch. Its figures are the committed headline evidence.
 * ``gpu``: paper-like scale on CIFAR-10 (or an ImageNet folder via ``--set dataset=imagefolder
   --set data_root=...``) with ``device=cuda``.
 
-The supernet settings (``SUPERNET``) are given identically to notebooks 2, 4, 6 and 7, so the
-supernets notebook 2 trains are found in the cache by the others (``scarlet_lib.cache``).
+The supernet settings (``SUPERNET``: the fields of ``recipes.SupernetRecipe`` for the calibrated arm) are
+given identically to notebooks 2, 4, 6 and 7, so the supernets notebook 2 trains are found in the cache by
+the others (``scarlet_lib.cache``). Measured wall times per notebook are in ``figures/*.run.json`` and the
+README; calibration runs behind the settings in ``figures/calibration_supernets.md``.
 """
 from __future__ import annotations
 
 from copy import deepcopy
 
-__all__ = ["NOTEBOOKS", "SUPERNET_NOTEBOOKS", "PROFILES", "DEFAULT_PROFILE", "profile_parameters", "resolve_notebook"]
+__all__ = ["NOTEBOOKS", "SUPERNET_NOTEBOOKS", "PROFILES", "DEFAULT_PROFILE", "COMMITTED_FIGURES", "profile_parameters",
+           "resolve_notebook"]
 
 NOTEBOOKS = (
     "01_let_equivalence",
@@ -30,13 +30,28 @@ NOTEBOOKS = (
 )
 SUPERNET_NOTEBOOKS = ("02_supernet_stability", "04_feature_maps", "06_search", "07_architecture_browser")
 DEFAULT_PROFILE = "cpu"
+# Profiles whose figures are committed, and where (relative to the repository); the others write to
+# <output>/figures. cpu-long's Figure 1 evidence is the headline, the quick cpu run sits beside it.
+COMMITTED_FIGURES = {"cpu-long": "figures", "cpu": "figures/cpu"}
+ARMS = ["paper", "calibrated", "let-identity-init"]
 
+# Supernet recipe fields (``recipes.SupernetRecipe``) of the calibrated arm, plus how many worker processes
+# train independent supernets (one thread each).
 _SUPERNET_SMOKE = dict(dataset="gratings", data_root="", image_size=32, width=0.25, space="no_se", epochs=1,
-                       steps_per_epoch=3, batch_size=8, lr=0.05, warmup_steps=0, eval_paths=2)
-_SUPERNET_CPU = dict(dataset="gratings", data_root="", image_size=32, width=0.25, space="no_se", epochs=4,
-                     steps_per_epoch=55, batch_size=32, lr=0.05, warmup_steps=20, eval_paths=4)
+                       steps_per_epoch=3, batch_size=8, lr=0.05, warmup_steps=0, zero_init_residual=True,
+                       let_init="he", reduction="per_weight", eval_paths=9, eval_images=64, eval_every=1, processes=2)
+# batch 16 learned more per image than 32 at lr 0.05; lr 0.1 at batch 16 and lr 0.05 at batch 8 stalled at chance
+# (figures/calibration_supernets.md)
+_SUPERNET_CPU = dict(dataset="gratings", data_root="", image_size=32, width=0.25, space="no_se", epochs=3,
+                     steps_per_epoch=80, batch_size=16, lr=0.05, warmup_steps=20, zero_init_residual=True,
+                     let_init="he", reduction="per_weight", eval_paths=108, eval_images=1000, eval_every=3,
+                     processes=2)
+_SUPERNET_CPU_LONG = dict(_SUPERNET_CPU, epochs=6, steps_per_epoch=200, eval_images=1500, eval_every=2)
 _SUPERNET_GPU = dict(dataset="cifar10", data_root="", image_size=32, width=1.0, space="se", epochs=60,
-                     steps_per_epoch=0, batch_size=128, lr=0.05, warmup_steps=0, eval_paths=32)
+                     steps_per_epoch=0, batch_size=128, lr=0.05, warmup_steps=0, zero_init_residual=True,
+                     let_init="he", reduction="per_weight", eval_paths=108, eval_images=5000, eval_every=10,
+                     processes=1)
+_FIGURE1 = dict(arms=ARMS, margin=0.15, far_below_points=0.2, plateau_fraction=0.2, plateau_tolerance=0.02)
 
 PROFILES: dict[str, dict] = {
     "smoke": {
@@ -44,29 +59,27 @@ PROFILES: dict[str, dict] = {
         "supernet": _SUPERNET_SMOKE,
         "notebooks": {
             "01_let_equivalence": dict(seed=0, fold_width=0.25, fold_batch=2),
-            "02_supernet_stability": dict(seeds=[0, 1], block_steps=1),
+            "02_supernet_stability": dict(_FIGURE1, seeds=[0, 1], block_steps=1),
             "03_relu_vs_linear": dict(seeds=[0, 1], epochs=1, steps_per_epoch=2, batch_size=8, image_size=32, eval_batches=1,
                                       width=0.25, dataset="gratings", data_root=""),
-            "04_feature_maps": dict(seed=0, channels=4, images=2),
+            "04_feature_maps": dict(seed=0, arm="calibrated", channels=4, images=2),
             "05_table3_figure4": dict(checkpoint_path="", imagenet_root=""),
-            "06_search": dict(seed=0, population=6, generations=2, eval_batches=1),
-            "07_architecture_browser": dict(seed=0, table_rows=5),
+            "06_search": dict(seed=0, arm="calibrated", population=6, generations=2, eval_batches=1),
+            "07_architecture_browser": dict(seed=0, arm="calibrated", table_rows=5),
         },
     },
     "cpu": {
-        # two threads on a quiet 2-core machine: 0.28 s vs 0.50 s (one thread) per 7-path fused step at
-        # width 0.25, batch 32 (/tmp timing of Supernet.fair_step; one thread only wins when the cores are busy)
         "common": dict(profile="cpu", threads=2),
         "supernet": _SUPERNET_CPU,
         "notebooks": {
             "01_let_equivalence": dict(seed=0, fold_width=0.5, fold_batch=4),
-            "02_supernet_stability": dict(seeds=[0, 1, 2], block_steps=20),
+            "02_supernet_stability": dict(_FIGURE1, seeds=[0, 1, 2], block_steps=20),
             "03_relu_vs_linear": dict(seeds=[0, 1, 2, 3, 4], epochs=4, steps_per_epoch=25, batch_size=64,
                                       image_size=32, width=0.25, lr=0.01, dataset="gratings", data_root=""),
-            "04_feature_maps": dict(seed=0, channels=8),
+            "04_feature_maps": dict(seed=0, arm="calibrated", channels=8),
             "05_table3_figure4": dict(checkpoint_path="", imagenet_root=""),
-            "06_search": dict(seed=0, population=20, generations=6, eval_batches=2),
-            "07_architecture_browser": dict(seed=0, table_rows=30),
+            "06_search": dict(seed=0, arm="calibrated", population=20, generations=6, eval_batches=2),
+            "07_architecture_browser": dict(seed=0, arm="calibrated", table_rows=30),
         },
     },
     "gpu": {
@@ -74,15 +87,24 @@ PROFILES: dict[str, dict] = {
         "supernet": _SUPERNET_GPU,
         "notebooks": {
             "01_let_equivalence": dict(seed=0, fold_width=1.0, fold_batch=8),
-            "02_supernet_stability": dict(seeds=[0, 1, 2], block_steps=0),
+            "02_supernet_stability": dict(_FIGURE1, seeds=[0, 1, 2], block_steps=0),
             "03_relu_vs_linear": dict(seeds=[0, 1, 2, 3, 4], epochs=60, steps_per_epoch=0, batch_size=256,
                                       image_size=32, width=1.0, dataset="cifar10", data_root=""),
-            "04_feature_maps": dict(seed=0, channels=8),
+            "04_feature_maps": dict(seed=0, arm="calibrated", channels=8),
             "05_table3_figure4": dict(checkpoint_path="", imagenet_root=""),
-            "06_search": dict(seed=0, population=70, generations=120, eval_batches=20),
-            "07_architecture_browser": dict(seed=0, table_rows=100),
+            "06_search": dict(seed=0, arm="calibrated", population=70, generations=120, eval_batches=20),
+            "07_architecture_browser": dict(seed=0, arm="calibrated", table_rows=100),
         },
     },
+}
+
+
+# cpu-long: the cpu profile with longer supernets and five seeds (the other notebooks as in cpu)
+PROFILES["cpu-long"] = {
+    "common": dict(profile="cpu-long", threads=2),
+    "supernet": _SUPERNET_CPU_LONG,
+    "notebooks": dict(PROFILES["cpu"]["notebooks"],
+                      **{"02_supernet_stability": dict(_FIGURE1, seeds=[0, 1, 2, 3, 4], block_steps=100)}),
 }
 
 

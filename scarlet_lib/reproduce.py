@@ -1,12 +1,13 @@
 """Regenerate every artifact: run the notebooks headless with papermill and refresh ``figures/``.
 
-    python -m scarlet_lib.reproduce [--profile smoke|cpu|gpu] [--only 02 05 ...] [--device cpu|cuda]
+    python -m scarlet_lib.reproduce [--profile smoke|cpu|cpu-long|gpu] [--only 02 05 ...] [--device cpu|cuda]
                                     [--set name=value ...] [--set 02:name=value ...]
                                     [--output DIR] [--figures DIR] [--cache DIR]
 
 Executed notebooks go to ``<output>/notebooks/`` (default output ``outputs/<profile>``); figures (PNG,
-PDF), tables (CSV) and run records go to ``figures/`` for the ``cpu`` profile and to
-``<output>/figures`` for the others (``--figures`` overrides). Everything given on the command line is
+PDF), tables (CSV) and run records go to the committed folder of the profile (``profiles.COMMITTED_FIGURES``:
+``figures/`` for ``cpu-long``, the headline evidence, ``figures/cpu/`` for ``cpu``) and to ``<output>/figures``
+for the others (``--figures`` overrides). Everything given on the command line is
 checked before any notebook starts: profile, notebook names, device, and every ``--set`` (the name must
 be a parameter of a selected notebook, the value must have that parameter's type). A failing notebook
 is reported with the cell that failed; the other notebooks still run; the exit status is 1 if any
@@ -23,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .profiles import DEFAULT_PROFILE, NOTEBOOKS, PROFILES, profile_parameters, resolve_notebook
+from . import artifacts
+from .profiles import (COMMITTED_FIGURES, DEFAULT_PROFILE, NOTEBOOKS, PROFILES, SUPERNET_NOTEBOOKS, profile_parameters,
+                       resolve_notebook)
+from .recipes import SupernetRecipe, arm_recipe
 
 __all__ = ["REPO_ROOT", "NOTEBOOK_DIR", "ParameterError", "RunPlan", "notebook_parameters", "parse_override",
            "plan_run", "run_notebook", "run", "main"]
@@ -38,19 +42,11 @@ class ParameterError(ValueError):
 
 
 def notebook_parameters(notebook: str, notebook_dir: Path = NOTEBOOK_DIR) -> dict[str, Any]:
-    """The ``parameters`` cell of a notebook as ``{name: default value}`` (read by papermill)."""
-    import papermill as pm
-
-    path = notebook_dir / f"{notebook}.ipynb"
-    if not path.exists():
-        raise ParameterError(f"notebook file missing: {path}")
-    out = {}
-    for name, info in pm.inspect_notebook(str(path)).items():
-        try:
-            out[name] = ast.literal_eval(info["default"])
-        except (ValueError, SyntaxError):
-            out[name] = info["default"]
-    return out
+    """The ``parameters`` cell of a notebook as ``{name: default value}`` (``artifacts.notebook_parameters``)."""
+    try:
+        return artifacts.notebook_parameters(notebook, notebook_dir)
+    except FileNotFoundError as e:
+        raise ParameterError(str(e)) from None
 
 
 def parse_override(text: str) -> tuple[str | None, str, Any]:
@@ -135,7 +131,8 @@ def plan_run(profile: str = DEFAULT_PROFILE, only: Sequence[str] | None = None, 
         raise ParameterError(str(e)) from None
     selected.sort(key=NOTEBOOKS.index)  # 02 trains what 04/06/07 read from the cache
     output = Path(output) if output else REPO_ROOT / "outputs" / profile
-    figures = Path(figures) if figures else (REPO_ROOT / "figures" if profile == "cpu" else output / "figures")
+    committed = COMMITTED_FIGURES.get(profile)
+    figures = Path(figures) if figures else (REPO_ROOT / committed if committed else output / "figures")
     from .cache import default_cache_root
     cache = Path(cache) if cache else default_cache_root()
     defaults = {nb: notebook_parameters(nb, notebook_dir) for nb in selected}
@@ -160,6 +157,13 @@ def plan_run(profile: str = DEFAULT_PROFILE, only: Sequence[str] | None = None, 
         for nb in hit:
             params[nb][name] = _coerce(name, value, defaults[nb][name], nb)
     for nb in selected:
+        if nb in SUPERNET_NOTEBOOKS:  # the supernet settings are values of one recipe: check them now
+            try:
+                recipe = SupernetRecipe.from_params(params[nb])
+                for arm in params[nb].get("arms", [params[nb].get("arm", "calibrated")]):
+                    arm_recipe(arm, recipe)
+            except (TypeError, ValueError) as e:
+                raise ParameterError(f"{nb}: {e}") from None
         if params[nb].get("device") == "cuda":
             import torch
             if not torch.cuda.is_available():

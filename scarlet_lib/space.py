@@ -15,7 +15,7 @@ import numpy as np
 __all__ = [
     "Choice", "CHOICES", "IDENTITY", "LayerSpec", "LAYERS", "NUM_LAYERS", "STEM_CHANNELS", "FIRST_CHANNELS",
     "HEAD_CHANNELS", "SearchSpace", "SPACE_SE", "SPACE_NO_SE", "Architecture", "ArchitectureError",
-    "REDUCTION_LAYERS", "CHANNEL_CHANGE_LAYERS",
+    "REDUCTION_LAYERS", "CHANNEL_CHANGE_LAYERS", "SHAPE_CHANGE_LAYERS",
 ]
 
 
@@ -79,6 +79,8 @@ NUM_LAYERS = len(LAYERS)
 # 0-based indices of the layers that halve the resolution / change the channel count.
 REDUCTION_LAYERS = tuple(l.index for l in LAYERS if l.stride == 2)
 CHANNEL_CHANGE_LAYERS = tuple(l.index for l in LAYERS if l.in_channels != l.out_channels)
+# 0-based layers where a plain identity cannot be a true identity (stride 2 or more channels).
+SHAPE_CHANGE_LAYERS = tuple(sorted(set(REDUCTION_LAYERS) | set(CHANNEL_CHANGE_LAYERS)))
 
 
 class ArchitectureError(ValueError):
@@ -157,6 +159,79 @@ class SearchSpace:
         perms = np.stack([rng.permutation(choices) for _ in range(NUM_LAYERS)], axis=1)
         return [Architecture(row.tolist()) for row in perms]
 
+    def sample_stratified(self, n: int, seed: int,
+                          identity_counts: Sequence[int] = (0, 2, 4, 6, 8)) -> list["Architecture"]:
+        """A fixed, seeded set of at least ``n`` distinct architectures, stratified for one-shot scoring.
+
+        Strata are ``(k, at_shape_change)`` for every ``k`` in ``identity_counts``: exactly ``k`` identity
+        choices, with at least one (``True``) or none (``False``) at a stride-2 / channel-changing layer
+        (``SHAPE_CHANGE_LAYERS``); ``(0, True)`` cannot exist and is left out. Every stratum gets
+        ``ceil(n / number of strata)`` architectures, so equal-sized groups can be compared. Within a
+        stratum the identity positions are uniform over the allowed position sets and every other layer
+        takes one of the space's non-identity choices uniformly. Returned stratum by stratum (counts in the
+        given order, ``False`` before ``True``); each stratum draws from its own stream of ``seed``, so a
+        larger ``n`` extends the same set instead of replacing it.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive integer (how many architectures at least), got {n!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if isinstance(identity_counts, (str, bytes)) or not isinstance(identity_counts, Iterable):
+            raise ValueError(f"identity_counts must be a sequence of integers 0-{NUM_LAYERS}, "
+                             f"got {identity_counts!r}")
+        counts = list(identity_counts)
+        bad = [k for k in counts
+               if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= NUM_LAYERS]
+        if not counts or bad:
+            raise ValueError(f"identity_counts must be a non-empty sequence of integers 0-{NUM_LAYERS}, "
+                             f"got {identity_counts!r}")
+        if len(set(counts)) != len(counts):
+            raise ValueError(f"identity_counts must not repeat a count, got {identity_counts!r}")
+        counts = [int(k) for k in counts]
+
+        allowed_at = [i for i in range(NUM_LAYERS) if IDENTITY in self.allowed(i)]
+        plain = [i for i in allowed_at if i not in SHAPE_CHANGE_LAYERS]
+        changing = [i for i in allowed_at if i in SHAPE_CHANGE_LAYERS]
+        others = [c for c in self.choices if c != IDENTITY]
+        strata = [(k, flag) for k in counts for flag in (False, True) if k > 0 or not flag]
+        per = -(-int(n) // len(strata))
+
+        def stratum_size(k: int, flag: bool) -> int:
+            positions = math.comb(len(allowed_at), k) - math.comb(len(plain), k) if flag else math.comb(len(plain), k)
+            return positions * len(others) ** (NUM_LAYERS - k)
+
+        for k, flag in strata:
+            where = "at least one" if flag else "none"
+            size = stratum_size(k, flag)
+            if size == 0:
+                raise ArchitectureError(
+                    f"stratum ({k} identities, {where} at a stride-2 / channel-changing layer) cannot be "
+                    f"realised in this space ({self}): identity is allowed at layers "
+                    f"{[i + 1 for i in allowed_at]}, of which {[i + 1 for i in changing]} change the shape. "
+                    "Pass identity_counts this space can realise"
+                    + ("." if self.identity_everywhere else ", or use SearchSpace(identity_everywhere=True)."))
+            if size < per:
+                raise ArchitectureError(
+                    f"stratum ({k} identities, {where} at a shape-changing layer) has only {size} distinct "
+                    f"architectures in this space, fewer than the {per} per stratum that n={n} needs")
+
+        archs: list[Architecture] = []
+        for k, flag in strata:
+            rng = np.random.default_rng([int(seed), k, int(flag)])
+            seen: set[Architecture] = set()
+            while len(seen) < per:
+                while True:
+                    ids = rng.choice(allowed_at if flag else plain, size=k, replace=False)
+                    if not flag or any(i in SHAPE_CHANGE_LAYERS for i in ids):
+                        break
+                choices = rng.choice(others, size=NUM_LAYERS)
+                choices[ids] = IDENTITY
+                arch = Architecture(choices.tolist())
+                if arch not in seen:
+                    seen.add(arch)
+                    archs.append(arch)
+        return archs
+
     def __str__(self) -> str:
         return (f"{self.num_choices}-choice space ({'with' if self.se else 'without'} SE, identity "
                 f"{'everywhere' if self.identity_everywhere else 'at shape-preserving layers only'})")
@@ -231,6 +306,11 @@ class Architecture:
     @property
     def num_identity(self) -> int:
         return sum(c == IDENTITY for c in self._choices)
+
+    @property
+    def identity_at_shape_change(self) -> bool:
+        """True when an identity sits at a stride-2 or channel-changing layer (not a true identity there)."""
+        return any(self._choices[i] == IDENTITY for i in SHAPE_CHANGE_LAYERS)
 
     @property
     def depth(self) -> int:

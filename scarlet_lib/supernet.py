@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import check_identity_mode, make_choice_block
+from .blocks import LET, check_identity_mode, check_let_init, init_let, make_choice_block
 from .kernels import get_kernels
-from .models import ScarletNet, init_weights, layer_shapes, make_head, make_stem, stem_and_head_widths
+from .models import ScarletNet, _seed_for, init_weights, layer_shapes, make_head, make_stem, stem_and_head_widths
 from .space import NUM_LAYERS, SPACE_SE, Architecture, ArchitectureError, SearchSpace
 
 __all__ = ["ChoiceLayer", "Supernet", "REDUCTIONS"]
@@ -98,11 +98,14 @@ class Supernet(nn.Module):
             The supernet's own init, not the released models': measured on the embedded data (cpu profile
             settings, seed 0, 275 strict-fair steps) it lifted a LET supernet from 12.5% to 26.6% path
             accuracy in the last epoch (``data.CALIBRATION``). Off gives the released init everywhere.
+        let_init: how the LET candidates start (``blocks.LET_INITS``): ``"he"`` (released conv init),
+            ``"identity"`` (zero-pad identity: the LET supernet starts as the same function as the identity
+            supernet of the same seed) or ``"orthogonal"`` (variance-preserving random rotation).
     """
 
     def __init__(self, space: SearchSpace = SPACE_SE, identity_mode: str = "let", width_mult: float = 1.0,
                  num_classes: int = 10, small_input: bool = True, dropout: float = 0.0, seed: int = 0,
-                 channels_last: bool = True, zero_init_residual: bool = True):
+                 channels_last: bool = True, zero_init_residual: bool = True, let_init: str = "he"):
         super().__init__()
         if not space.identity_everywhere:
             raise ArchitectureError("the supernet offers identity at every layer; pass a space with "
@@ -125,6 +128,11 @@ class Supernet(nn.Module):
                     for block in layer.candidates.values():
                         if getattr(block, "use_residual", False):
                             block.bn3.weight.zero_()
+        self.let_init = check_let_init(let_init)
+        for name, module in self.layers.named_modules():
+            if isinstance(module, LET):
+                gen = torch.Generator().manual_seed(_seed_for(f"layers.{name}:let_init", seed))
+                init_let(module, let_init, gen)
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -323,4 +331,4 @@ class Supernet(nn.Module):
 
     def extra_repr(self):
         return (f"space={self.space}, identity_mode={self.identity_mode!r}, width_mult={self.width_mult}, "
-                f"small_input={self.small_input}, layers={NUM_LAYERS}")
+                f"small_input={self.small_input}, let_init={self.let_init!r}, layers={NUM_LAYERS}")

@@ -23,7 +23,7 @@ the same numbers as an uninterrupted run (bit for bit on CPU; tested).
 Logs are tidy tables (:class:`TrainResult`): ``steps`` has one row per sampled path per step (epoch,
 step, global_step, path_id, arch, num_identity, loss, train_acc, lr) -- training accuracy is the batch
 accuracy with BatchNorm in training mode, before the update; ``evals`` one row per evaluation path per
-evaluated epoch (held-out accuracy after BN recalibration, ``evaluation.evaluate_path``).
+evaluated epoch (held-out accuracy after BN recalibration, ``evaluation.score_paths``).
 
 Distributed (``torchrun --nproc_per_node N -m scarlet_lib.train supernet ...``): see
 ``scarlet_lib.distributed``; each rank runs the fair step on its slice of the global batch and the
@@ -51,13 +51,14 @@ from torch import nn
 
 from .data import GRATING_DIFFICULTIES, DataBundle, check_input_size, derive_seed
 from .distributed import DistContext, all_reduce_gradients, all_reduce_sum, broadcast_parameters
-from .evaluation import accuracy, evaluate_path
+from .evaluation import accuracy, score_paths
 from .models import build_model, init_weights
 from .space import Architecture
+from .blocks import LET_INITS
 from .supernet import REDUCTIONS
 
 __all__ = ["train_supernet", "train_standalone", "TrainResult", "StandaloneResult", "SAMPLERS", "RECIPES",
-           "SUPERNET_DEFAULTS", "save_checkpoint", "load_checkpoint_file", "run_info", "main"]
+           "SUPERNET_DEFAULTS", "supernet_recipe_from_args", "save_checkpoint", "load_checkpoint_file", "run_info", "main"]
 
 SAMPLERS = ("fair", "uniform")
 RECIPES = ("sgd", "paper")
@@ -214,7 +215,8 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 def _supernet_description(net) -> dict:
     return {"space_se": bool(net.space.se), "identity_mode": net.identity_mode, "width_mult": net.width_mult,
             "num_classes": net.num_classes, "small_input": bool(net.small_input), "init_seed": net.seed,
-            "dropout": net.dropout_p, "zero_init_residual": bool(getattr(net, "zero_init_residual", False))}
+            "dropout": net.dropout_p, "zero_init_residual": bool(getattr(net, "zero_init_residual", False)),
+            "let_init": getattr(net, "let_init", "he")}
 
 
 def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch: int | None = None,
@@ -223,7 +225,8 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
                    weight_decay: float = SUPERNET_DEFAULTS["weight_decay"], warmup_steps: int = 0,
                    uniform_paths: int = 1,
                    seed: int = 0, device=None, eval_every: int = 1, eval_paths: int | Sequence = 8,
-                   eval_batches: int | None = 4, fused: bool | None = None, checkpoint_dir=None, resume: bool = True,
+                   eval_batches: int | None = 4, eval_images: int | None = None, fused: bool | None = None,
+                   checkpoint_dir=None, resume: bool = True,
                    stop_after: int | None = None, progress: bool = True,
                    dist_ctx: DistContext | None = None) -> TrainResult:
     """Train a ``Supernet`` with strict-fair (or uniform) path sampling; see the module docstring.
@@ -242,7 +245,9 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
         eval_every, eval_paths, eval_batches: every ``eval_every`` epochs (and after the last) evaluate
             a fixed set of paths (a count sampled uniformly from (seed, "eval"), or a list of
             architectures) on ``eval_batches`` held-out batches (None: all) after BN recalibration on
-            ``data.calib_batches``. ``eval_paths=0`` turns evaluation off.
+            ``data.calib_batches``. ``eval_paths=0`` turns evaluation off. ``eval_images``: score on the
+            first this many held-out images instead of ``eval_batches`` batches. Paths are scored through the
+            shared-prefix walk (``evaluation.score_paths``; the same numbers as one path at a time).
         fused: passed to ``fair_step`` when given (the batched strict-fair step).
         checkpoint_dir, resume: write ``last.pt`` and the tables there every epoch; continue from it.
         stop_after: return after this many optimizer steps in this call (a time box; what a crash does).
@@ -283,7 +288,7 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
             if eval_paths > 0 else []
     else:
         eval_archs = [space.validate(a) for a in eval_paths]
-    heldout = list(islice(iter(data.heldout_loader), eval_batches)) if eval_archs else []
+    heldout = _heldout_batches(data, eval_batches, eval_images) if eval_archs else []
 
     params = {"kind": "supernet", **_supernet_description(supernet), "dataset": data.name,
               "image_size": data.image_size, "batch_size": data.batch_size, "data_seed": data.seed,
@@ -292,6 +297,7 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
               "weight_decay": weight_decay, "warmup_steps": warmup_steps,
               "schedule": "linear warm-up, then cosine per step to 0", "seed": seed,
               "eval_every": eval_every, "eval_paths": [a.tolist() for a in eval_archs], "eval_batches": eval_batches,
+              "eval_images": sum(len(y) for _, y in heldout),
               "calib_batches": len(data.calib_batches), "fused": fused, "world_size": ctx.world_size,
               "device": str(device), "versions": run_info(seed)}
     identity_keys = [k for k in params if k not in ("device", "versions", "fused")]
@@ -345,10 +351,11 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
         if stopped:
             break
         if eval_archs and ctx.is_main and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
-            for pid, arch in enumerate(eval_archs):
-                acc = evaluate_path(supernet, arch, data.calib_batches, heldout, device)
-                eval_rows.append({"epoch": epoch, "path_id": pid, "arch": str(arch),
-                                  "num_identity": arch.num_identity, "heldout_acc": acc})
+            scores = score_paths(supernet, eval_archs, data.calib_batches, heldout, device)
+            for row in scores.itertuples(index=False):
+                eval_rows.append({"epoch": epoch, "path_id": row.path_id, "arch": row.arch,
+                                  "num_identity": row.num_identity, "heldout_acc": row.heldout_acc,
+                                  "n_images": row.n_images})
         if checkpoint_dir is not None and ctx.is_main:
             ckpt_path = save_checkpoint({
                 "format": "scarlet-train/1", "params": params, "epoch": epoch + 1,
@@ -364,7 +371,22 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
 
 
 _STEP_COLUMNS = ["epoch", "step", "global_step", "path_id", "arch", "num_identity", "loss", "train_acc", "lr"]
-_EVAL_COLUMNS = ["epoch", "path_id", "arch", "num_identity", "heldout_acc"]
+_EVAL_COLUMNS = ["epoch", "path_id", "arch", "num_identity", "heldout_acc", "n_images"]
+
+
+def _heldout_batches(data: DataBundle, eval_batches: int | None, eval_images: int | None) -> list:
+    """The held-out batches paths are scored on: the first ``eval_images`` images, else ``eval_batches`` batches."""
+    if eval_images is None:
+        return list(islice(iter(data.heldout_loader), eval_batches))
+    _check_positive_int("eval_images", eval_images)
+    out, seen = [], 0
+    for x, y in data.heldout_loader:
+        take = min(len(y), eval_images - seen)
+        out.append((x[:take], y[:take]))
+        seen += take
+        if seen >= eval_images:
+            break
+    return out
 
 
 # -- stand-alone training -------------------------------------------------------------------------
@@ -501,20 +523,41 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--warmup-steps", type=int, default=0)
             s.add_argument("--eval-paths", type=int, default=8)
             s.add_argument("--eval-batches", type=int, default=4)
+            s.add_argument("--eval-images", type=int, default=None,
+                           help="score the paths on this many held-out images (instead of --eval-batches)")
+            s.add_argument("--eval-every", type=int, default=1, help="score the fixed paths every this many epochs")
             s.add_argument("--no-resume", action="store_true")
             s.add_argument("--stop-after", type=int, default=None, help="stop after this many steps")
             s.add_argument("--fused", choices=("yes", "no"), default=None)
+            s.add_argument("--zero-init-residual", choices=("yes", "no"), default="yes",
+                           help="start every residual candidate as the identity (no: the released init)")
+            s.add_argument("--let-init", choices=LET_INITS, default="he",
+                           help="LET initialisation: he (released conv init), identity (zero-pad identity), "
+                                "orthogonal (variance-preserving rotation)")
         else:
             s.add_argument("--arch", required=True, help="19 choice indices or tokens, e.g. 1,3,1,0,12,...")
             s.add_argument("--recipe", default="sgd", choices=RECIPES)
     return p
 
 
+def supernet_recipe_from_args(a: argparse.Namespace):
+    """The ``recipes.SupernetRecipe`` the ``supernet`` command line describes (lr default: 0.1, or 0.1/m for sum)."""
+    from .recipes import SupernetRecipe
+
+    space = a.space.replace("-", "_")
+    m = 13 if space == "se" else 7
+    lr = a.lr if a.lr is not None else SUPERNET_DEFAULTS["lr"] / (m if a.reduction == "sum" else 1)
+    return SupernetRecipe(identity_mode=a.identity_mode, seed=a.seed, space=space, width=float(a.width),
+                          dataset=a.dataset, data_root=a.root or "", image_size=a.image_size or 32,
+                          batch_size=a.batch_size, lr=float(lr), warmup_steps=a.warmup_steps, epochs=a.epochs,
+                          steps_per_epoch=a.steps_per_epoch or 0, zero_init_residual=a.zero_init_residual == "yes",
+                          let_init=a.let_init, reduction=a.reduction, eval_paths=a.eval_paths,
+                          eval_images=a.eval_images or 2048, eval_every=a.eval_every)
+
+
 def main(argv=None) -> int:
     from .data import get_data
     from .distributed import init_from_env
-    from .space import SPACE_NO_SE, SPACE_SE
-    from .supernet import Supernet
 
     a = _parser().parse_args(argv)
     if a.threads:
@@ -523,13 +566,15 @@ def main(argv=None) -> int:
     holdout = None if a.holdout is None else (int(a.holdout) if a.holdout >= 1 else a.holdout)
     data = get_data(a.dataset, root=a.root, image_size=a.image_size, batch_size=a.batch_size, holdout=holdout,
                     seed=a.seed, stream=a.stream, download=a.download, num_workers=a.workers,
-                    **({"num_train": a.num_train, "difficulty": a.difficulty} if a.dataset == "gratings" else {}))
+                    **({"num_train": a.num_train, "difficulty": a.difficulty, "num_heldout": a.eval_images or 2000}
+                       if a.dataset == "gratings" else {}))
     progress = not a.no_progress
     if a.command == "supernet":
-        net = Supernet(SPACE_SE if a.space == "se" else SPACE_NO_SE, a.identity_mode, a.width, data.num_classes,
-                       small_input=data.small_input, seed=a.seed)
-        res = train_supernet(net, data, a.epochs, a.steps_per_epoch, a.sampler, a.reduction, lr=a.lr, seed=a.seed,
-                             warmup_steps=a.warmup_steps, device=device, eval_paths=a.eval_paths, eval_batches=a.eval_batches,
+        recipe = supernet_recipe_from_args(a).replace(image_size=data.image_size)
+        net = recipe.build(data.num_classes, data.small_input)
+        res = train_supernet(net, data, a.epochs, a.steps_per_epoch, a.sampler, a.reduction, lr=recipe.lr, seed=a.seed,
+                             warmup_steps=a.warmup_steps, device=device, eval_paths=recipe.eval_archs(),
+                             eval_batches=a.eval_batches, eval_images=a.eval_images, eval_every=a.eval_every,
                              fused=None if a.fused is None else a.fused == "yes", checkpoint_dir=a.out,
                              resume=not a.no_resume, stop_after=a.stop_after, progress=progress, dist_ctx=ctx)
         if ctx.is_main:

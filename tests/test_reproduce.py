@@ -41,8 +41,8 @@ def test_profiles_fit_the_notebooks(profile, tmp_path):
         assert plan.parameters[nb]["profile"] == profile
         assert plan.parameters[nb]["device"] == "cpu"
     # the supernet notebooks get identical supernet settings, so they share the cache
-    keys = ("dataset", "image_size", "width", "space", "epochs", "steps_per_epoch", "batch_size", "lr", "warmup_steps",
-            "eval_paths")
+    from scarlet_lib.recipes import RECIPE_FIELDS
+    keys = [k for k in RECIPE_FIELDS if k not in ("identity_mode", "seed")]
     ref = plan.parameters["02_supernet_stability"]
     for nb in ("04_feature_maps", "06_search", "07_architecture_browser"):
         assert {k: plan.parameters[nb][k] for k in keys} == {k: ref[k] for k in keys}, nb
@@ -50,7 +50,8 @@ def test_profiles_fit_the_notebooks(profile, tmp_path):
 
 
 def test_default_figures_folder_depends_on_profile(tmp_path):
-    assert plan_run("cpu", only=["1"], output=tmp_path).figures == reproduce.REPO_ROOT / "figures"
+    assert plan_run("cpu-long", only=["1"], output=tmp_path).figures == reproduce.REPO_ROOT / "figures"
+    assert plan_run("cpu", only=["1"], output=tmp_path).figures == reproduce.REPO_ROOT / "figures" / "cpu"
     assert plan_run("smoke", only=["1"], output=tmp_path).figures == tmp_path / "figures"
 
 
@@ -62,7 +63,7 @@ def test_resolve_notebook(name, expected):
 
 
 def test_unknown_profile_is_refused_with_the_accepted_ones():
-    with pytest.raises(ParameterError, match=r"unknown profile 'fast'.*smoke, cpu, gpu"):
+    with pytest.raises(ParameterError, match=r"unknown profile 'fast'.*smoke, cpu, gpu, cpu-long"):
         plan_run("fast")
 
 

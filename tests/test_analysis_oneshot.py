@@ -1,0 +1,216 @@
+"""One-shot statistics of a fixed path set: binomial correction, far-below threshold, effects, gates, verdicts."""
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from scarlet_lib import analysis
+from scarlet_lib.analysis import (
+    CLAIMS, claim_verdicts, oneshot_effects, oneshot_gates, oneshot_summary, paired_bootstrap, plateau_check,
+)
+
+
+def _scores(rng, true_acc, n_images, arm="paper", mode="identity", seed=0, epoch=0, archs=None):
+    """Rows of one supernet: each path's measured accuracy is Binomial(n_images, true accuracy) / n_images."""
+    true_acc = np.asarray(true_acc, dtype=float)
+    hits = rng.binomial(n_images, true_acc)
+    archs = archs if archs is not None else [f"path{i}" for i in range(len(true_acc))]
+    return pd.DataFrame({"arm": arm, "identity_mode": mode, "seed": seed, "epoch": epoch,
+                         "path_id": range(len(true_acc)), "arch": archs, "num_identity": 0,
+                         "heldout_acc": hits / n_images, "n_images": n_images})
+
+
+def test_binomial_correction_recovers_a_known_spread():
+    rng = np.random.default_rng(0)
+    n, paths, true_sd = 1000, 4000, 0.01  # binomial s.d. ~0.016 here, larger than the true spread
+    spread = _scores(rng, rng.normal(0.5, true_sd, paths), n, mode="let")
+    flat = _scores(rng, np.full(paths, 0.5), n, mode="identity")
+    s = oneshot_summary(pd.concat([spread, flat])).set_index("identity_mode")
+    assert s.loc["let", "excess_sd"] == pytest.approx(true_sd, rel=0.15)
+    assert np.sqrt(s.loc["let", "among_var"]) > 1.5 * true_sd  # uncorrected, the noise dominates
+    assert abs(s.loc["identity", "excess_var"]) < 0.1 * s.loc["identity", "binomial_var"]
+    assert s.loc["identity", "excess_sd"] < 0.35 * np.sqrt(s.loc["identity", "binomial_var"])
+    p = flat["heldout_acc"]
+    assert s.loc["identity", "binomial_var"] == pytest.approx((p * (1 - p) / (n - 1)).mean())
+    assert s.loc["identity", "among_var"] == pytest.approx(p.var(ddof=1))
+    assert s.loc["identity", "n_paths"] == paths
+
+
+def test_far_below_threshold_is_the_identity_median_of_the_same_seed_and_epoch():
+    acc_id = np.array([0.30, 0.55, 0.60, 0.62, 0.70])  # median 0.60 -> threshold 0.40
+    acc_let = np.array([0.35, 0.41, 0.80, 0.82, 0.90])  # its own median (0.80) must not matter
+    acc_id1 = np.array([0.10, 0.50, 0.52])  # seed 1: median 0.50 -> threshold 0.30
+    rows = [dict(mode="identity", seed=0, acc=acc_id), dict(mode="let", seed=0, acc=acc_let),
+            dict(mode="identity", seed=1, acc=acc_id1), dict(mode="let", seed=1, acc=acc_id1 + 0.15),
+            dict(mode="let", seed=2, acc=acc_let)]  # no identity supernet for seed 2
+    table = pd.concat([pd.DataFrame({"arm": "a", "identity_mode": r["mode"], "seed": r["seed"], "epoch": 3,
+                                     "path_id": range(len(r["acc"])), "heldout_acc": r["acc"], "n_images": 5000})
+                       for r in rows])
+    s = oneshot_summary(table).set_index(["identity_mode", "seed"])
+    assert s.loc[("identity", 0), "threshold"] == pytest.approx(0.40)
+    assert s.loc[("let", 0), "threshold"] == pytest.approx(0.40)
+    assert s.loc[("identity", 0), "far_below_share"] == pytest.approx(1 / 5)
+    assert s.loc[("let", 0), "far_below_share"] == pytest.approx(1 / 5)  # 0.35 only; 0.41 is above
+    assert s.loc[("identity", 1), "threshold"] == pytest.approx(0.30)
+    assert s.loc[("let", 1), "far_below_share"] == pytest.approx(1 / 3)  # 0.25 of 0.25, 0.65, 0.67
+    assert np.isnan(s.loc[("let", 2), "threshold"]) and np.isnan(s.loc[("let", 2), "far_below_share"])
+    s = oneshot_summary(table, far_below_points=0.05).set_index(["identity_mode", "seed"])
+    assert s.loc[("let", 0), "threshold"] == pytest.approx(0.55)
+    assert s.loc[("let", 0), "far_below_share"] == pytest.approx(2 / 5)
+
+
+def test_summary_rejects_bad_tables():
+    good = _scores(np.random.default_rng(0), [0.5, 0.6], 100)
+    with pytest.raises(ValueError, match="lacks columns"):
+        oneshot_summary(good.drop(columns="n_images"))
+    with pytest.raises(ValueError, match="fractions"):
+        oneshot_summary(good.assign(heldout_acc=[50.0, 60.0]))
+    with pytest.raises(ValueError, match="repeat a path_id"):
+        oneshot_summary(pd.concat([good, good]))
+    with pytest.raises(ValueError, match="far_below_points"):
+        oneshot_summary(good, far_below_points=20)
+
+
+def _arm(rng, arm, seeds, let_shift, epochs=(0, 1), paths=40, n=2000, per_epoch=0.1):
+    """Identity and LET supernets of one arm scored on the same paths; LET shifted by ``let_shift``."""
+    archs = [f"a{i}" for i in range(paths)]
+    out = []
+    for seed in seeds:
+        base = rng.uniform(0.45, 0.65, paths)
+        for epoch in epochs:
+            grow = per_epoch * epoch
+            out.append(_scores(rng, base + grow, n, arm, "identity", seed, epoch, archs))
+            out.append(_scores(rng, np.clip(base + grow + let_shift, 0, 1), n, arm, "let", seed, epoch, archs))
+    return out
+
+
+def test_oneshot_effects_are_paired_differences_in_points():
+    rng = np.random.default_rng(1)
+    scores = pd.concat(_arm(rng, "paper", range(4), 0.05) + _arm(rng, "calibrated", range(2), -0.02),
+                       ignore_index=True)
+    eff = oneshot_effects(scores, n_resamples=999)
+    assert list(eff.columns) == ["arm", "claim", "effect", "estimate", "ci_low", "ci_high", "seeds", "epoch",
+                                 "confidence", "interval", "boot_low", "boot_high", "per_seed"]
+    assert list(eff["arm"]) == ["paper"] * 3 + ["calibrated"] * 3 and list(eff["claim"]) == ["C1", "C2", "C3"] * 2
+    assert set(eff["epoch"]) == {1}
+    summ = oneshot_summary(scores).query("epoch == 1 and arm == 'paper'").pivot(index="seed", columns="identity_mode")
+    for claim, spec in CLAIMS.items():
+        row = eff[(eff["arm"] == "paper") & (eff["claim"] == claim)].iloc[0]
+        diffs = 100 * (summ[spec["column"]]["let"] - summ[spec["column"]]["identity"])
+        boot = paired_bootstrap(diffs, n_resamples=999)
+        assert row["effect"] == spec["effect"] and row["seeds"] == 4
+        assert row["estimate"] == pytest.approx(diffs.mean())
+        # Student's t interval over the 4 paired seeds, by hand
+        half = stats.t.ppf(0.975, 3) * diffs.std(ddof=1) / 2
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
+        assert (row["boot_low"], row["boot_high"]) == pytest.approx((boot["low"], boot["high"]))
+    c1 = eff[(eff["arm"] == "paper") & (eff["claim"] == "C1")].iloc[0]
+    assert 4 < c1["estimate"] < 6 and c1["ci_low"] > 0
+    cal = eff[eff["arm"] == "calibrated"]
+    assert (cal["seeds"] == 2).all() and cal["ci_low"].isna().all()  # < 3 seeds: no interval
+    at0 = oneshot_effects(scores, epoch=0, n_resamples=99)
+    assert set(at0["epoch"]) == {0}
+    with pytest.raises(ValueError, match="no arm has scores at epoch 7"):
+        oneshot_effects(scores, epoch=7)
+
+
+def test_oneshot_effects_refuse_different_path_sets():
+    rng = np.random.default_rng(2)
+    ident = _scores(rng, [0.5, 0.6], 500, mode="identity", archs=["x", "y"])
+    let = _scores(rng, [0.5, 0.6], 500, mode="let", archs=["x", "z"])
+    with pytest.raises(ValueError, match="different paths"):
+        oneshot_effects(pd.concat([ident, let]))
+
+
+def test_plateau_check():
+    curve = pd.DataFrame({"epoch": range(11), "acc": [0.1 + 0.05 * e for e in range(6)] + [0.35] * 5})
+    assert plateau_check(curve, "acc") == (pytest.approx(0.0), True)  # flat over epochs 8-10
+    rising = pd.DataFrame({"epoch": range(11), "acc": [0.1 + 0.02 * e for e in range(11)]})
+    gain, flat = plateau_check(rising, "acc")  # from epoch 8 to 10: +0.04
+    assert gain == pytest.approx(0.04) and not flat
+    assert plateau_check(rising, "acc", tolerance=0.05)[1]
+    gain, _ = plateau_check(rising.iloc[[0, 5, 10]], "acc")  # interpolated at epoch 8
+    assert gain == pytest.approx(0.04)
+    per_path = pd.DataFrame({"step": [0, 0, 10, 10], "acc": [0.1, 0.3, 0.4, 0.6]})  # rows at one step averaged
+    assert plateau_check(per_path, "acc", fraction=1.0)[0] == pytest.approx(0.3)
+    gain, flat = plateau_check(rising.iloc[[10]], "acc")
+    assert np.isnan(gain) and not flat
+    gain, flat = plateau_check(rising.iloc[[9, 10]], "acc", start=0)  # last 20% reaches back to epoch 8
+    assert np.isnan(gain) and not flat
+    with pytest.raises(ValueError, match="fraction"):
+        plateau_check(rising, "acc", fraction=0)
+    with pytest.raises(ValueError, match="name its progress column"):
+        plateau_check(pd.DataFrame({"t": [0, 1], "acc": [0, 1]}), "acc")
+
+
+def test_oneshot_gates_from_the_scores_curves():
+    rng = np.random.default_rng(3)
+    scores = pd.concat(_arm(rng, "paper", range(3), 0.0, epochs=range(6), per_epoch=0.05), ignore_index=True)
+    gates = oneshot_gates(scores, chance=0.1)
+    assert len(gates) == 6 and set(gates["epoch"]) == {5}
+    assert list(gates.columns) == ["arm", "identity_mode", "seed", "epoch", "chance", "mean_acc", "plateau_gain",
+                                   "at_plateau"]
+    assert gates["plateau_gain"].to_numpy() == pytest.approx(0.05, abs=0.01)  # the last epoch of five: +5 points
+    assert not gates["at_plateau"].any()
+    at1 = oneshot_gates(scores, chance=0.1, epoch=1, start=0)  # read at epoch 1: only epochs 0-1 count
+    assert set(at1["epoch"]) == {1} and at1["plateau_gain"].to_numpy() == pytest.approx(0.01, abs=0.01)
+    flat = scores.assign(heldout_acc=lambda d: (d["heldout_acc"] - 0.05 * (d["epoch"] - 3).clip(lower=0)))
+    g = oneshot_gates(flat, chance=0.1)
+    assert g["at_plateau"].all()
+    mean5 = flat[flat["epoch"] == 5].groupby(["identity_mode", "seed"])["heldout_acc"].mean()
+    assert g.set_index(["identity_mode", "seed"])["mean_acc"].to_dict() == pytest.approx(mean5.to_dict())
+
+
+def _effects(arm, c1, c2, c3, seeds=3):
+    rows = []
+    for claim, (est, lo, hi) in zip(("C1", "C2", "C3"), (c1, c2, c3)):
+        rows.append({"arm": arm, "claim": claim, "effect": CLAIMS[claim]["effect"], "estimate": est,
+                     "ci_low": lo, "ci_high": hi, "seeds": seeds})
+    return pd.DataFrame(rows)
+
+
+def _gates(arm, acc=0.5, at_plateau=True, gain=0.0, seeds=3):
+    return pd.DataFrame([{"arm": arm, "identity_mode": m, "seed": s, "mean_acc": acc, "chance": 0.1,
+                          "plateau_gain": gain, "at_plateau": at_plateau} for m in ("identity", "let")
+                         for s in range(seeds)])
+
+
+def test_verdict_rules():
+    effects = pd.concat([
+        _effects("paper", (5.0, 2.0, 8.0), (-2.0, -3.0, -1.0), (-4.0, -6.0, -2.0)),  # all on the paper's side
+        _effects("calibrated", (-3.0, -5.0, -1.0), (1.0, -1.0, 3.0), (2.0, 1.0, 3.0)),  # against / includes 0
+        _effects("let-identity-init", (-3.0, -5.0, -1.0), (1.0, 0.5, 1.5), (0.0, -1.0, 1.0)),
+        _effects("low", (9.0, 8.0, 10.0), (-2.0, -3.0, -1.0), (-2.0, -3.0, -1.0)),
+        _effects("rising", (9.0, 8.0, 10.0), (-2.0, -3.0, -1.0), (-2.0, -3.0, -1.0)),
+        _effects("two-seeds", (9.0, np.nan, np.nan), (-2.0, np.nan, np.nan), (-2.0, np.nan, np.nan), seeds=2),
+    ])
+    gates = pd.concat([_gates("paper"), _gates("calibrated"), _gates("let-identity-init"), _gates("low", acc=0.2),
+                       _gates("rising", at_plateau=False, gain=0.05), _gates("two-seeds", seeds=2)])
+    v = claim_verdicts(effects, gates).set_index(["arm", "claim"])
+    assert list(v.columns) == ["verdict", "reason"]
+    assert set(v["verdict"]) <= set(analysis.VERDICTS)
+    assert (v.loc["paper", "verdict"] == "reproduced").all()
+    assert "+5.0 points (95% CI +2.0 to +8.0, 3 seeds)" in v.loc[("paper", "C1"), "reason"]
+    assert (v.loc["calibrated", "verdict"] == "not reproduced").all()
+    assert "includes 0" in v.loc[("calibrated", "C2"), "reason"]
+    assert not v["reason"].str.contains("opposite sign").any()  # only the paper arm can contradict the paper
+    assert (v.loc["let-identity-init", "verdict"] == "not reproduced").all()
+    for arm in ("low", "rising", "two-seeds"):
+        assert (v.loc[arm, "verdict"] == "uninformative at this scale").all()
+    assert "well above chance" in v.loc[("low", "C1"), "reason"] and "20.0%" in v.loc[("low", "C1"), "reason"]
+    rising = v.loc[("rising", "C2"), "reason"]
+    assert "not at a plateau" in rising and "+5.0 points" in rising
+    assert "an interval needs >= 3" in v.loc[("two-seeds", "C1"), "reason"]
+
+    against = _effects("paper", (-3.0, -5.0, -1.0), (1.0, 0.5, 1.5), (2.0, 1.0, 3.0))
+    v = claim_verdicts(against, _gates("paper")).set_index("claim")
+    assert (v["verdict"] == "not reproduced").all() and v["reason"].str.contains("opposite sign").all()
+    v = claim_verdicts(against, _gates("paper", acc=0.2)).set_index("claim")  # gated out: no "opposite sign"
+    assert (v["verdict"] == "uninformative at this scale").all() and not v["reason"].str.contains("opposite").any()
+    only_identity = _gates("paper").query("identity_mode == 'identity'")
+    v = claim_verdicts(against, only_identity)
+    assert (v["verdict"] == "uninformative at this scale").all() and v["reason"].str.contains("let supernets").all()
+    v = claim_verdicts(against, _gates("paper").drop(columns="chance"), chance=0.4)  # 0.5 < 0.4 + 0.15
+    assert (v["verdict"] == "uninformative at this scale").all()
+    with pytest.raises(ValueError, match="chance"):
+        claim_verdicts(against, _gates("paper").drop(columns="chance"))
