@@ -214,3 +214,37 @@ def test_verdict_rules():
     assert (v["verdict"] == "uninformative at this scale").all()
     with pytest.raises(ValueError, match="chance"):
         claim_verdicts(against, _gates("paper").drop(columns="chance"))
+
+
+def _log(arm, mode, seed, accs, batch=16, paths=7):
+    """A trainer step log whose running accuracy per step is ``accs[step]`` for every path."""
+    rows = [{"epoch": 0, "step": s, "global_step": s, "path_id": p, "arch": "x", "num_identity": 0, "loss": 1.0,
+             "train_acc": a, "lr": 0.1} for s, a in enumerate(accs) for p in range(paths)]
+    return (arm, mode, seed), (pd.DataFrame(rows), batch)
+
+
+def test_supernet_gates_read_the_plateau_from_running_accuracy_when_few_epochs_were_scored():
+    rng = np.random.default_rng(3)
+    rising = np.linspace(0.1, 0.6, 100)  # still gaining 10 points over the last fifth
+    flat = np.concatenate([np.linspace(0.1, 0.6, 50), np.full(50, 0.6)])
+    log = analysis.arm_path_log(dict([_log("a", "identity", 0, rising), _log("a", "let", 0, flat)]))
+    assert set(log["arm"]) == {"a"} and {"mode", "seed", "step", "acc"} <= set(log.columns)
+    scores = pd.concat([_scores(rng, np.full(20, 0.6), 1000, "a", m, 0, epoch=5) for m in ("identity", "let")])
+    gates = analysis.supernet_gates(scores, log, chance=0.1).set_index("identity_mode")
+    assert (gates["plateau_from"] == "running training accuracy").all()
+    assert not gates.loc["identity", "at_plateau"] and gates.loc["identity", "plateau_gain"] > 0.05
+    assert gates.loc["let", "at_plateau"] and abs(gates.loc["let", "plateau_gain"]) < 0.02
+    # with >= 3 scored epochs the held-out curve decides
+    many = pd.concat([_scores(rng, np.full(20, 0.6), 100000, "a", m, 0, epoch=e) for m in ("identity", "let")
+                      for e in (1, 3, 5)])
+    gates = analysis.supernet_gates(many, log, chance=0.1)
+    assert (gates["plateau_from"] == "held-out scores per epoch").all() and gates["at_plateau"].all()
+
+
+def test_oneshot_scores_join_the_trainers_tables_with_their_arm_mode_and_seed():
+    ev = pd.DataFrame({"epoch": [0, 0], "path_id": [0, 1], "arch": ["e3k3-" * 18 + "id", "id-" * 18 + "e3k3"],
+                       "num_identity": [1, 18], "heldout_acc": [0.5, 0.2], "n_images": [100, 100]})
+    out = analysis.oneshot_scores({("paper", "let", 4): ev})
+    assert list(out.columns) == list(analysis.SCORE_COLUMNS) + ["identity_at_shape_change"]
+    assert (out["arm"] == "paper").all() and (out["seed"] == 4).all()
+    assert out["identity_at_shape_change"].tolist() == [True, True]  # layer 19 (-> 320 ch) and layer 1 (s2)
