@@ -604,7 +604,8 @@ def supernet_gates(scores: pd.DataFrame, log: pd.DataFrame | None, chance: float
     training accuracy of the sampled paths (``log`` with ``arm, mode, seed, step, acc``; the gratings stream
     shows every batch once, so it is a held-out curve too), in blocks of a tenth of the run.
     """
-    gates = oneshot_gates(scores, chance, fraction=fraction, tolerance=tolerance)
+    # epoch e is scored after e + 1 epochs, so training starts at epoch index -1
+    gates = oneshot_gates(scores, chance, fraction=fraction, tolerance=tolerance, start=-1)
     gates["plateau_from"] = "held-out scores per epoch"
     for i, g in gates.iterrows():
         scored = scores[(scores["arm"] == g["arm"]) & (scores["identity_mode"] == g["identity_mode"])

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["output_dir", "save_table", "versions", "record_run", "FIGURE_FORMATS", "notebook_parameters",
+__all__ = ["output_dir", "save_table", "versions", "record_run", "FIGURE_FORMATS", "markdown_table", "notebook_parameters",
            "notebook_params", "NOTEBOOK_DIR"]
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -35,6 +35,16 @@ def save_table(df, name: str, out_dir: str | os.PathLike) -> Path:
     path = output_dir(out_dir) / f"{name}.csv"
     df.to_csv(path, index=False)
     return path
+
+
+def markdown_table(df, float_format: str = "{:.3g}") -> str:
+    """A pipe table of ``df`` for the measurement notes (pandas' ``to_markdown`` needs 'tabulate')."""
+    def cell(v):
+        return float_format.format(v) if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
 
 
 def notebook_parameters(notebook: str, notebook_dir: str | os.PathLike = NOTEBOOK_DIR) -> dict[str, Any]:

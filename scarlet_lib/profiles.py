@@ -40,8 +40,8 @@ ARMS = ["paper", "calibrated", "let-identity-init"]
 _SUPERNET_SMOKE = dict(dataset="gratings", data_root="", image_size=32, width=0.25, space="no_se", epochs=1,
                        steps_per_epoch=3, batch_size=8, lr=0.05, warmup_steps=0, zero_init_residual=True,
                        let_init="he", reduction="per_weight", eval_paths=9, eval_images=64, eval_every=1, processes=2)
-# batch 16 learned more per image than 32 at lr 0.05; lr 0.1 at batch 16 and lr 0.05 at batch 8 stalled at chance
-# (figures/calibration_supernets.md)
+# batch 16 and 32 at lr 0.05 learned about as much per image (figures/calibration_supernets.md); batch 16 gives
+# twice the steps per image, lr 0.1 at batch 16 and lr 0.05 at batch 8 stalled at chance in exploratory runs
 _SUPERNET_CPU = dict(dataset="gratings", data_root="", image_size=32, width=0.25, space="no_se", epochs=3,
                      steps_per_epoch=80, batch_size=16, lr=0.05, warmup_steps=20, zero_init_residual=True,
                      let_init="he", reduction="per_weight", eval_paths=108, eval_images=1000, eval_every=3,

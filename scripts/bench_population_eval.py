@@ -30,6 +30,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import scarlet_lib  # noqa: E402,F401
+from scarlet_lib.artifacts import markdown_table  # noqa: E402
 from scarlet_lib.evaluation import evaluate_path  # noqa: E402
 from scarlet_lib.search import SupernetEvaluator  # noqa: E402
 from scarlet_lib.space import NUM_LAYERS, SPACE_SE, Architecture  # noqa: E402
@@ -70,12 +71,6 @@ def timed(fn, device):
     out = fn()
     sync(device)
     return out, time.perf_counter() - start
-
-
-def to_markdown(df: pd.DataFrame) -> str:
-    cells = [[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)]
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "|".join("---" for _ in df.columns) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells]) + "\n"
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -138,8 +133,8 @@ def main(argv=None) -> pd.DataFrame:
     with open(md, "w") as f:
         f.write(f"Population evaluation, supernet width {args.width}, {args.image_size}x{args.image_size} input, "
                 f"batch {args.batch_size}, {args.calib_batches} calibration + {args.eval_batches} evaluation "
-                f"batches, device {device}, {args.threads} CPU thread(s).\n\n" + to_markdown(shown))
-    print(to_markdown(shown))
+                f"batches, device {device}, {args.threads} CPU thread(s).\n\n" + markdown_table(shown))
+    print(markdown_table(shown))
     print(f"wrote {csv} and {md}")
     return table
 

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import scarlet_lib  # noqa: E402,F401
 import pandas as pd  # noqa: E402
 
-from scarlet_lib.artifacts import versions  # noqa: E402
+from scarlet_lib.artifacts import markdown_table, versions  # noqa: E402
 from scarlet_lib.profiles import profile_parameters  # noqa: E402
 from scarlet_lib.recipes import RECIPE_FIELDS, SupernetRecipe, run_jobs  # noqa: E402
 
@@ -64,12 +64,33 @@ def train_one(name: str, recipe: SupernetRecipe) -> pd.DataFrame:
     return table
 
 
+SHOW = ["recorded", "run", "identity_mode", "let_init", "zero_init_residual", "reduction", "batch_size", "lr", "epoch",
+        "step_end", "running_acc", "heldout_acc", "wall_s", "concurrent_runs", "note"]
+
+
+def write_markdown(table: pd.DataFrame) -> None:
+    with open(os.path.join(OUT, "calibration_supernets.md"), "w") as f:
+        f.write("# Supernet calibration runs\n\nWritten by `scripts/calibrate_supernets.py` (one thread per run, "
+                "`concurrent_runs` runs at a time on the machine named in the CSV). Accuracies are fractions: "
+                "`running_acc` = mean running training accuracy of the sampled paths in the epoch (fresh images), "
+                "`heldout_acc` = mean held-out one-shot accuracy of the recipe's scored paths after BN "
+                "recalibration. Other recipe fields are in the CSV.\n\n")
+        f.write(markdown_table(table[[c for c in SHOW if c in table.columns]], "{:.3f}"))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", action="append", required=True, help="NAME:field=value,... (recipe fields)")
+    p.add_argument("--run", action="append", default=[], help="NAME:field=value,... (recipe fields)")
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--note", default="", help="what the runs were for (kept in the table)")
+    p.add_argument("--render", action="store_true", help="only rewrite the markdown from the CSV")
     a = p.parse_args(argv)
+    csv = os.path.join(OUT, "calibration_supernets.csv")
+    if a.render:
+        write_markdown(pd.read_csv(csv))
+        return 0
+    if not a.run:
+        p.error("give at least one --run (or --render)")
     base = SupernetRecipe.from_params(profile_parameters("cpu", "02"))
     runs = [parse_run(r, base) for r in a.run]
     tables = run_jobs([(train_one, run) for run in runs], processes=a.processes)
@@ -78,20 +99,10 @@ def main(argv=None) -> int:
         note=a.note, cpu=v.get("cpu"), cpu_capability=v.get("cpu_capability"), threads=1,
         concurrent_runs=min(a.processes, len(runs)), torch=v.get("torch"),
         recorded=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    csv = os.path.join(OUT, "calibration_supernets.csv")
     table = pd.concat([pd.read_csv(csv), new], ignore_index=True) if os.path.exists(csv) else new
     table.to_csv(csv, index=False)
-    show = ["recorded", "run", "identity_mode", "let_init", "zero_init_residual", "reduction", "batch_size", "lr",
-            "epoch", "step_end", "running_acc", "heldout_acc", "wall_s", "concurrent_runs", "note"]
-    with open(os.path.join(OUT, "calibration_supernets.md"), "w") as f:
-        f.write("# Supernet calibration runs\n\nWritten by `scripts/calibrate_supernets.py` (one thread per run, "
-                "`concurrent_runs` runs at a time on the machine named in the CSV). Accuracies are fractions: "
-                "`running_acc` = mean running training accuracy of the sampled paths in the epoch (fresh images), "
-                "`heldout_acc` = mean held-out one-shot accuracy of the recipe's scored paths after BN "
-                "recalibration. Other recipe fields are in the CSV.\n\n")
-        f.write(table[[c for c in show if c in table.columns]].to_markdown(index=False, floatfmt=".3f"))
-        f.write("\n")
-    print(new[[c for c in show if c in new.columns]].to_string(index=False))
+    write_markdown(table)
+    print(new[[c for c in SHOW if c in new.columns]].to_string(index=False))
     return 0
 
 
