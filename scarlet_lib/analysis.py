@@ -242,29 +242,25 @@ def paired_gaps(final: pd.DataFrame, pairs: Sequence[tuple[str, str]], value: st
     return pd.DataFrame(rows)
 
 
-def channel_similarity(features: dict) -> pd.DataFrame:
-    """Mean cosine similarity of matching channels between every pair of choices at one layer.
+def channel_similarity(features: dict, cka: bool = True) -> pd.DataFrame:
+    """Mean cosine similarity of matching channels between every pair of choices at one layer, and mean linear CKA.
 
     ``features``: choice -> tensor/array (N, C, H, W) for the same N images. For each choice, the
     similarity of its channel c map to channel c of every other choice with the same shape, averaged
     over channels, images and other choices. All-zero maps (e.g. a plain identity's padded channels)
-    count as similarity 0.
+    count as similarity 0. With ``cka``, ``mean_cka_to_others`` is the choice's linear CKA with every
+    other choice (``layer_cka``: positions as samples, channels as features), averaged: unlike the cosine
+    it does not drop when a choice's channels are a rotated (or zero-padded) version of another's.
     """
-    flat = {}
-    for c, f in features.items():
-        a = np.asarray(f.detach().cpu() if hasattr(f, "detach") else f, dtype=np.float64)
-        flat[c] = a.reshape(a.shape[0], a.shape[1], -1)
+    flat = {c: _as_array(f) for c, f in features.items()}
     rows = []
     for c, a in flat.items():
-        sims = []
-        for o, b in flat.items():
-            if o == c or b.shape != a.shape:
-                continue
-            num = (a * b).sum(-1)
-            den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
-            sims.append(np.where(den > 0, num / np.where(den > 0, den, 1), 0.0).mean())
+        sims = [channel_cosine(a, b) for o, b in flat.items() if o != c and b.shape == a.shape]
         rows.append({"choice": c, "mean_cosine_to_others": float(np.mean(sims)) if sims else float("nan")})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if cka:
+        out["mean_cka_to_others"] = [_mean_to_others(flat, c, layer_cka) for c in flat]
+    return out
 
 
 def layer_choice_features(supernet, x, prefix, layer: int, calib_batches=None, choices=None) -> dict:
@@ -622,3 +618,99 @@ def supernet_gates(scores: pd.DataFrame, log: pd.DataFrame | None, chance: float
         gates.loc[i, ["plateau_gain", "at_plateau", "plateau_from"]] = [gain, flat, "running training accuracy"]
     gates["at_plateau"] = gates["at_plateau"].astype(bool)
     return gates
+
+
+# ------------------------------------------------------------------------------------------------
+# Figure 5: similarity of a layer's choices that a change of channel basis (a LET) does not punish
+# ------------------------------------------------------------------------------------------------
+
+__all__ += ["linear_cka", "feature_matrix", "layer_cka", "channel_cosine", "choice_similarity_pairs"]
+
+
+def _as_array(f) -> np.ndarray:
+    return np.asarray(f.detach().cpu() if hasattr(f, "detach") else f, dtype=np.float64)
+
+
+def linear_cka(x, y) -> float:
+    """Linear centred kernel alignment (Kornblith et al. 2019) of two representations of the same samples.
+
+    ``x`` (n, p), ``y`` (n, q): a row per sample, a column per feature (the columns are centred here).
+    ``CKA = ||y'x||_F^2 / (||x'x||_F ||y'y||_F)``, in [0, 1]. It is 1 when ``y`` is ``x`` up to an orthogonal
+    transform and an isotropic scale (so a rotated basis is not a difference), but not invariant to a general
+    invertible linear map. NaN when either representation is constant over the samples.
+    """
+    x, y = _as_array(x), _as_array(y)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError("x and y must be (samples, features) matrices with the same samples; "
+                         f"got {x.shape}, {y.shape}")
+    if x.shape[0] < 2:
+        raise ValueError(f"linear CKA needs at least 2 samples; got {x.shape[0]}")
+    x, y = x - x.mean(0), y - y.mean(0)
+    nx, ny = np.linalg.norm(x), np.linalg.norm(y)
+    if nx == 0 or ny == 0:
+        return float("nan")
+    x, y = x / nx, y / ny  # CKA ignores scale; this keeps the products away from overflow and underflow
+    return float(np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
+
+
+def feature_matrix(f, samples: str = "positions") -> np.ndarray:
+    """Activations (N, C, H, W) as a (samples, features) matrix for ``linear_cka``.
+
+    ``"positions"``: every position of every image is a sample and the channels are the features
+    (N*H*W, C): the representation a 1x1 conv (a LET) acts on, so its rotation of the channels is invisible.
+    ``"images"``: every image is a sample with its whole map as features (N, C*H*W).
+    """
+    a = _as_array(f)
+    if a.ndim != 4:
+        raise ValueError(f"expected activations (N, C, H, W), got shape {a.shape}")
+    if samples == "positions":
+        return a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])
+    if samples == "images":
+        return a.reshape(a.shape[0], -1)
+    raise ValueError(f"samples must be 'positions' or 'images', got {samples!r}")
+
+
+def layer_cka(a, b, samples: str = "positions") -> float:
+    """Linear CKA between two choices' activations (N, C, H, W) of the same images (``feature_matrix`` layout)."""
+    return linear_cka(feature_matrix(a, samples), feature_matrix(b, samples))
+
+
+def channel_cosine(a, b) -> float:
+    """Cosine similarity of channel c of ``a`` with channel c of ``b`` (N, C, H, W), averaged over images and channels.
+
+    Channels are matched by index, so a permutation or rotation of ``b``'s channels lowers it; a map that is
+    all zero counts as 0.
+    """
+    a, b = _as_array(a), _as_array(b)
+    if a.shape != b.shape:
+        raise ValueError(f"channel-matched cosine needs equal shapes; got {a.shape}, {b.shape}")
+    a, b = a.reshape(a.shape[0], a.shape[1], -1), b.reshape(b.shape[0], b.shape[1], -1)
+    num = (a * b).sum(-1)
+    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    return float(np.where(den > 0, num / np.where(den > 0, den, 1), 0.0).mean())
+
+
+def _mean_to_others(flat: Mapping, c, measure) -> float:
+    """Mean of ``measure`` between choice ``c`` and every other choice of the same shape (NaNs left out)."""
+    vals = [measure(flat[c], b) for o, b in flat.items() if o != c and b.shape[0] == flat[c].shape[0]
+            and b.shape[2:] == flat[c].shape[2:]]
+    vals = [v for v in vals if np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def choice_similarity_pairs(features: Mapping, samples: str = "positions") -> pd.DataFrame:
+    """Every ordered pair of a layer's choices with its channel-matched cosine and its linear CKA.
+
+    ``features``: choice -> activations (N, C, H, W) of the same images (``layer_choice_features``). Columns
+    ``choice_a, choice_b, cosine, cka``; the diagonal is included (cosine of a non-zero map with itself is
+    1, CKA 1). Cosine is NaN where the shapes differ.
+    """
+    flat = {c: _as_array(f) for c, f in features.items()}
+    rows = []
+    for ca, a in flat.items():
+        for cb, b in flat.items():
+            same_samples = a.shape[0] == b.shape[0] and a.shape[2:] == b.shape[2:]
+            rows.append({"choice_a": ca, "choice_b": cb,
+                         "cosine": channel_cosine(a, b) if a.shape == b.shape else float("nan"),
+                         "cka": layer_cka(a, b, samples) if same_samples else float("nan")})
+    return pd.DataFrame(rows)

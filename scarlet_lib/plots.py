@@ -9,7 +9,8 @@
 * ``figure1_scores`` / ``effects_figure``: Figure 1 from one-shot scores of a fixed path set (histograms per
   arm, identity vs LET) and the claims' paired effects with their verdicts.
 * ``figure3``: stand-alone training curves of the ablation arms.
-* ``figure5``: feature-map grids, every choice at one layer, identity vs LET supernets.
+* ``figure5`` / ``figure5_pages``: feature-map grids, every choice at one layer, identity vs LET supernets,
+  page by page over all channels; ``figure5_similarity``: the choices' channel-matched cosine and linear CKA.
 * ``pareto_fronts``: the search's fronts per generation, picked models, SCARLET-A/B/C on the cost axes.
 
 All figures are saved through ``save_figure`` (PNG and PDF). A figure whose supernets are not yet
@@ -40,8 +41,8 @@ from .space import CHOICES, LAYERS, NUM_LAYERS, Architecture  # noqa: E402
 __all__ = [
     "save_figure", "KERNEL_COLOURS", "MODE_COLOURS", "layer_geometry", "draw_architecture", "figure4",
     "not_a_finding_banner", "figure1", "figure1_histograms", "figure1_scores", "effects_figure", "VERDICT_COLOURS",
-    "figure1_running", "oneshot_strata",
-    "figure3", "figure5", "pareto_fronts",
+    "figure1_running", "oneshot_strata", "ranking_scatter", "tau_by_size_figure", "standalone_curves",
+    "figure3", "figure5", "figure5_pages", "figure5_similarity", "channel_pages", "pareto_fronts",
 ]
 
 KERNEL_COLOURS = {3: "#4C72B0", 5: "#55A868", 7: "#DD8452"}  # colour-blind safe (seaborn "deep")
@@ -454,48 +455,162 @@ def figure3(curves: pd.DataFrame, value: str = "acc", split_col: str = "split", 
 # Figure 5: feature maps
 # ------------------------------------------------------------------------------------------------
 
+def _as_maps(f) -> np.ndarray:
+    return np.asarray(f.detach().cpu() if hasattr(f, "detach") else f)
+
+
+def channel_pages(n_channels: int, per_page: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` channel ranges of ``per_page`` channels that together cover all ``n_channels``."""
+    if n_channels < 1 or per_page < 1:
+        raise ValueError(f"need at least one channel and one channel per page; got {n_channels}, {per_page}")
+    return [(a, min(a + per_page, n_channels)) for a in range(0, n_channels, per_page)]
+
+
+def _row_label(choice, sims: Mapping) -> str:
+    label = CHOICES[int(choice)].token
+    cos, cka = sims.get(("mean_cosine_to_others", choice)), sims.get(("mean_cka_to_others", choice))
+    if cos is not None and np.isfinite(cos):
+        label += f"\ncos {cos:.2f}"
+    if cka is not None and np.isfinite(cka):
+        label += f"\nCKA {cka:.2f}"
+    return label
+
+
+def _map_strip(maps: np.ndarray, chans: Sequence[int], gap_px: int, scale: int) -> tuple[np.ndarray, list[bool]]:
+    """Channels ``chans`` of ``maps`` (C, H, W), each scaled to its own range and enlarged ``scale`` times
+    (nearest), side by side with ``gap_px`` NaN columns between them; which of them are all zero."""
+    tiles, zero = [], []
+    for ch in chans:
+        if ch >= maps.shape[0]:
+            tiles.append(np.full((maps.shape[1] * scale, maps.shape[2] * scale), np.nan))
+            zero.append(False)
+            continue
+        img = maps[ch].astype(float)
+        lo, hi = float(img.min()), float(img.max())
+        zero.append(lo == hi == 0)
+        tiles.append(np.kron((img - lo) / (hi - lo) if hi > lo else np.zeros_like(img), np.ones((scale, scale))))
+    gap = np.full((tiles[0].shape[0], gap_px), np.nan)
+    strip = [t for tile in tiles for t in (tile, gap)][:-1]
+    return np.concatenate(strip, axis=1), zero
+
+
 def figure5(grids: Mapping[str, Mapping[int, object]], similarity: Mapping[str, pd.DataFrame] | None = None,
-            channels: int = 8, title: str = "", image_index: int = 0):
+            channels: int = 8, title: str = "", image_index: int = 0, channel_start: int = 0, cell: float = 1.0):
     """Feature-map grids, the modes side by side: a row per choice, a column per channel.
 
     ``grids``: mode -> {choice: tensor (N, C, H, W)} captured at one layer for the same images with the
-    same prefix path. Each map is scaled to its own range (the point is structure, not magnitude).
-    ``similarity``: mode -> table from ``analysis.channel_similarity``, shown next to each row.
+    same prefix path. Channels ``channel_start`` to ``channel_start + channels`` of image ``image_index`` are
+    drawn, each map ``cell`` inches high and wide whatever its resolution (``figure5_pages`` covers every
+    channel). Each map is scaled to its own range (the point is structure, not magnitude); an all-zero map
+    (a plain identity's padded channel) is marked "zero". ``similarity``: mode -> table from
+    ``analysis.channel_similarity``; its cosine and CKA columns are printed next to each row.
     """
+    from matplotlib import colormaps
+
     modes = list(grids)
     choices = list(dict.fromkeys(c for m in modes for c in grids[m]))
-    cols = len(modes) * channels + (len(modes) - 1)  # one spacer column between modes
-    fig, axes = plt.subplots(len(choices), cols, figsize=(0.9 * cols + 1.5, 0.95 * len(choices) + 1.0), squeeze=False,
-                             gridspec_kw={"width_ratios": ([1] * channels + [0.35]) * (len(modes) - 1) + [1] * channels})
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for sp in ax.spines.values():
-            sp.set_visible(False)
+    shapes = [_as_maps(f).shape for m in modes for f in grids[m].values()]
+    n_ch, side = max(sh[1] for sh in shapes), max(sh[2] for sh in shapes)
+    if not 0 <= channel_start < n_ch:
+        raise ValueError(f"channel_start must be in 0..{n_ch - 1}, got {channel_start}")
+    chans = list(range(channel_start, min(channel_start + channels, n_ch)))
+    scale = max(1, -(-64 // side))  # every map drawn from >= 64 pixels a side, so thin gaps can separate them
+    gap_px = max(1, round(0.07 * side * scale / cell))
+    strip_w = cell * (len(chans) + (len(chans) - 1) * gap_px / (side * scale))  # inches
+    label_w, row_gap, top, bottom = 1.1, 0.07, 1.0 if title else 0.65, 0.1
+    ratios = [label_w, strip_w] * len(modes)
+    width = sum(ratios) + 0.3 * (len(modes) - 1) + 0.2
+    height = cell * len(choices) + row_gap * (len(choices) - 1) + top + bottom
+    fig = plt.figure(figsize=(width, height))
+    gs = fig.add_gridspec(len(choices), len(ratios), width_ratios=ratios, left=0.1 / width, right=1 - 0.1 / width,
+                          top=1 - top / height, bottom=bottom / height, hspace=row_gap / cell,
+                          wspace=0.3 * (len(modes) - 1) / max(1, len(ratios) - 1) / (sum(ratios) / len(ratios)))
+    cmap = colormaps["viridis"].with_extremes(bad="white")
+    centres = [(side * scale + gap_px) * j + (side * scale - 1) / 2 for j in range(len(chans))]
     for k, m in enumerate(modes):
         sims = {}
         if similarity is not None and m in similarity:
-            sims = dict(zip(similarity[m]["choice"], similarity[m]["mean_cosine_to_others"]))
-        off = k * (channels + 1)
-        axes[0, off + channels // 2].set_title(_mode_label(m), fontsize=11, pad=14)
+            table = similarity[m]
+            for col in ("mean_cosine_to_others", "mean_cka_to_others"):
+                if col in table:
+                    sims.update({(col, c): v for c, v in zip(table["choice"], table[col])})
         for r, c in enumerate(choices):
+            lab = fig.add_subplot(gs[r, 2 * k])
+            lab.axis("off")
+            ax = fig.add_subplot(gs[r, 2 * k + 1])
+            ax.set_yticks([])
+            for sp in ax.spines.values():
+                sp.set_visible(False)
+            ax.tick_params(length=0, labelsize=8, top=r == 0, labeltop=r == 0, bottom=False, labelbottom=False)
+            ax.set_xticks(centres, [f"ch {ch}" for ch in chans] if r == 0 else [])
+            if r == 0:
+                ax.set_title(_mode_label(m), fontsize=11, fontweight="bold", pad=16)
             if c not in grids[m]:
+                ax.set_xlim(-0.5, centres[-1] + side * scale / 2)
                 continue
-            f = grids[m][c]
-            f = np.asarray(f.detach().cpu() if hasattr(f, "detach") else f)[image_index]
-            for j in range(min(channels, f.shape[0])):
-                img = f[j]
-                lo, hi = float(img.min()), float(img.max())
-                axes[r, off + j].imshow((img - lo) / (hi - lo) if hi > lo else np.zeros_like(img), cmap="viridis",
-                                        vmin=0, vmax=1, interpolation="nearest")
-                if r == 0:
-                    axes[r, off + j].text(0.5, 1.05, f"ch {j}", transform=axes[r, off + j].transAxes, ha="center",
-                                          fontsize=7)
-            label = CHOICES[int(c)].token + (f"\ncos {sims[c]:.2f}" if c in sims else "")
-            axes[r, off].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+            lab.text(0.95, 0.5, _row_label(c, sims), transform=lab.transAxes, ha="right", va="center", fontsize=9)
+            strip, zero = _map_strip(_as_maps(grids[m][c])[image_index], chans, gap_px, scale)
+            ax.imshow(strip, cmap=cmap, vmin=0, vmax=1, interpolation="nearest", aspect="equal")
+            for x, z in zip(centres, zero):
+                if z:
+                    ax.text(x, (strip.shape[0] - 1) / 2, "zero", ha="center", va="center", fontsize=8, color="w")
+    if title:
+        fig.suptitle(title, fontsize=11, y=1 - 0.08 / height, va="top")
+    return fig
+
+
+def figure5_pages(grids: Mapping[str, Mapping[int, object]], similarity: Mapping[str, pd.DataFrame] | None = None,
+                  channels: int = 8, title: str = "", image_index: int = 0, cell: float = 1.0) -> list:
+    """``figure5`` once per page of ``channels`` channels, so that every channel of the layer is drawn.
+
+    Returns ``[(start, stop, figure)]``; each title ends with the page's channel range.
+    """
+    n_ch = max(_as_maps(f).shape[1] for m in grids for f in grids[m].values())
+    pages = []
+    for a, b in channel_pages(n_ch, channels):
+        head = f"{title}: " if title else ""
+        fig = figure5(grids, similarity, channels=channels, channel_start=a, image_index=image_index, cell=cell,
+                      title=f"{head}channels {a}-{b - 1} of {n_ch}")
+        pages.append((a, b, fig))
+    return pages
+
+
+def figure5_similarity(pairs: pd.DataFrame, title: str = ""):
+    """Choice-by-choice similarity matrices: a row per layer, channel-matched cosine and linear CKA per mode.
+
+    ``pairs``: ``analysis.choice_similarity_pairs`` rows with ``layer`` and ``mode`` columns added. Cosine is
+    drawn on [-1, 1] (0 = unrelated channels), CKA on [0, 1]; every cell carries its value.
+    """
+    from .analysis import _require
+
+    _require(pairs, ["layer", "mode", "choice_a", "choice_b", "cosine", "cka"], "similarity pairs")
+    layers, modes = sorted(pairs["layer"].unique()), list(dict.fromkeys(pairs["mode"]))
+    measures = [("cosine", "channel-matched cosine", "RdBu_r", -1.0), ("cka", "linear CKA", "viridis", 0.0)]
+    n = pairs["choice_a"].nunique()
+    size = max(2.6, 0.42 * n + 1.0)
+    fig, axes = plt.subplots(len(layers), len(modes) * len(measures), squeeze=False, layout="constrained",
+                             figsize=(size * len(modes) * len(measures) + 0.8, size * len(layers) + 0.6))
+    for r, layer in enumerate(layers):
+        for i, (col, name, cmap, vmin) in enumerate(measures):
+            for k, m in enumerate(modes):
+                ax = axes[r, i * len(modes) + k]
+                d = pairs[(pairs["layer"] == layer) & (pairs["mode"] == m)]
+                mat = d.pivot(index="choice_a", columns="choice_b", values=col)
+                labels = [CHOICES[int(c)].token for c in mat.index]
+                im = ax.imshow(mat.to_numpy(float), cmap=cmap, vmin=vmin, vmax=1.0)
+                ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=8)
+                ax.set_yticks(range(len(labels)), labels, fontsize=8)
+                for (a, b), v in np.ndenumerate(mat.to_numpy(float)):
+                    if np.isfinite(v):
+                        light = (v - vmin) / (1 - vmin)
+                        colour = "k" if (0.3 < light < 0.75 if cmap == "RdBu_r" else light > 0.55) else "w"
+                        ax.text(b, a, f"{v:.2f}", ha="center", va="center", fontsize=6.5, color=colour)
+                ax.set_title(f"layer {layer}, {_mode_label(m)}\n{name}", fontsize=9)
+                for sp in ax.spines.values():
+                    sp.set_visible(False)
+            fig.colorbar(im, ax=list(axes[r, i * len(modes):(i + 1) * len(modes)]), shrink=0.8, pad=0.02)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
     return fig
 
 
@@ -675,5 +790,70 @@ def oneshot_strata(scores: pd.DataFrame, chance: float):
             ax.axhline(100 * chance, color="0.4", ls=":", lw=1)
             ax.set(xlabel="identity choices in the path", ylabel="held-out one-shot accuracy (%)" if col == 0 else "",
                    title=f"{arm}: identity at a shape-changing layer: {'yes' if flag else 'no'}")
+    fig.tight_layout()
+    return fig
+
+
+def ranking_scatter(models: pd.DataFrame, seed: int | None = None):
+    """One-shot vs stand-alone held-out accuracy of the ranked models, one panel per arm, identity and LET
+    supernet of one ``seed`` (default: the first) in colour; error bars = range over stand-alone seeds.
+    ``models`` from ``ranking.oneshot_ranking_scores`` + ``ranking.standalone_scores``."""
+    sa = models[models["source"] == "standalone"].groupby("model")["heldout_acc"].agg(["mean", "min", "max"])
+    one = models[models["source"] == "oneshot"]
+    seed = one["seed"].iloc[0] if seed is None else seed
+    arms = list(dict.fromkeys(one["arm"]))
+    fig, axes = plt.subplots(1, len(arms), figsize=(4.4 * len(arms), 4), sharex=True, sharey=True, squeeze=False)
+    for ax, arm in zip(axes[0], arms):
+        for mode in ("identity", "let"):
+            g = one[(one["arm"] == arm) & (one["identity_mode"] == mode) & (one["seed"] == seed)]
+            g = g[g["model"].isin(sa.index)]
+            s = sa.loc[g["model"]]
+            ax.errorbar(100 * s["mean"], 100 * g["heldout_acc"].to_numpy(),
+                        xerr=100 * np.vstack([s["mean"] - s["min"], s["max"] - s["mean"]]), fmt="o", ms=4,
+                        lw=0.6, color=MODE_COLOURS[mode], alpha=0.8, label=f"{_mode_label(mode)} supernet")
+            for name, x, y in zip(g["model"], s["mean"], g["heldout_acc"]):
+                if not name.startswith("path "):
+                    ax.annotate(name, (100 * x, 100 * y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set(title=f"arm: {arm}, supernet seed {seed}", xlabel="stand-alone held-out accuracy (%)")
+    axes[0, 0].set_ylabel("one-shot held-out accuracy (%)")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def tau_by_size_figure(table: pd.DataFrame):
+    """Kendall tau of random subsets of n models (median and central interval over subsets, seeds pooled
+    as separate lines) against n, per arm: how much a tau on 13 models can vary. ``table`` from
+    ``ranking.tau_by_size``."""
+    arms = list(dict.fromkeys(table["arm"]))
+    fig, axes = plt.subplots(1, len(arms), figsize=(4.4 * len(arms), 3.6), sharey=True, squeeze=False)
+    for ax, arm in zip(axes[0], arms):
+        for (mode, seed), g in table[table["arm"] == arm].groupby(["identity_mode", "seed"]):
+            g = g.sort_values("n_models")
+            c = MODE_COLOURS.get(mode)
+            first = seed == table["seed"].min()
+            ax.plot(g["n_models"], g["estimate"], "o-", color=c, lw=1.2, ms=3,
+                    label=f"{_mode_label(mode)} supernet" if first else None)
+            ax.fill_between(g["n_models"], g["ci_low"], g["ci_high"], color=c, alpha=0.08)
+        ax.axvline(13, color="0.5", ls=":", lw=1)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set(title=f"arm: {arm}", xlabel="models ranked (n)")
+    axes[0, 0].set_ylabel("Kendall tau (median, 95% of subsets)")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def standalone_curves(runs: pd.DataFrame):
+    """Held-out accuracy per epoch of every stand-alone run (thin) and their mean (thick): the plateau the
+    ranking gate checks. ``runs`` from ``ranking.standalone_runs``."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for _, g in runs.groupby(["model", "seed"]):
+        ax.plot(g["epoch"] + 1, 100 * g["heldout_acc"], color="0.6", lw=0.5, alpha=0.6)
+    mean = runs.groupby("epoch")["heldout_acc"].mean()
+    ax.plot(mean.index + 1, 100 * mean, color="k", lw=2, label="mean over models and seeds")
+    ax.set(xlabel="epoch", ylabel="stand-alone held-out accuracy (%)",
+           title=f"{runs.groupby(['model', 'seed']).ngroups} stand-alone runs")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -27,8 +27,10 @@ NOTEBOOKS = (
     "05_table3_figure4",
     "06_search",
     "07_architecture_browser",
+    "08_ranking_fidelity",
 )
-SUPERNET_NOTEBOOKS = ("02_supernet_stability", "04_feature_maps", "06_search", "07_architecture_browser")
+SUPERNET_NOTEBOOKS = ("02_supernet_stability", "04_feature_maps", "06_search", "07_architecture_browser",
+                      "08_ranking_fidelity")
 DEFAULT_PROFILE = "cpu"
 # Profiles whose figures are committed, and where (relative to the repository); the others write to
 # <output>/figures. cpu-long's Figure 1 evidence is the headline, the quick cpu run sits beside it.
@@ -52,6 +54,9 @@ _SUPERNET_GPU = dict(dataset="cifar10", data_root="", image_size=32, width=1.0, 
                      let_init="he", reduction="per_weight", eval_paths=108, eval_images=5000, eval_every=10,
                      processes=1)
 _FIGURE1 = dict(arms=ARMS, margin=0.15, far_below_points=0.2, plateau_fraction=0.2, plateau_tolerance=0.02)
+# notebook 8: stand-alone references of the ranked models (epochs x steps each, per seed) and statistics
+_RANKING = dict(arms=ARMS, n_models=30, standalone_seeds=[0, 1], standalone_lr=0.05, top_k=10, n_resamples=1000,
+                subset_sizes=[5, 8, 13, 20, 30], margin=0.15, plateau_fraction=0.2, plateau_tolerance=0.02)
 
 PROFILES: dict[str, dict] = {
     "smoke": {
@@ -66,6 +71,8 @@ PROFILES: dict[str, dict] = {
             "05_table3_figure4": dict(checkpoint_path="", imagenet_root=""),
             "06_search": dict(seed=0, arm="calibrated", population=6, generations=2, eval_batches=1),
             "07_architecture_browser": dict(seed=0, arm="calibrated", table_rows=5),
+            "08_ranking_fidelity": dict(_RANKING, seeds=[0, 1], n_models=9, standalone_epochs=2,
+                                        standalone_steps_per_epoch=2, top_k=3, n_resamples=50, subset_sizes=[5, 8]),
         },
     },
     "cpu": {
@@ -80,6 +87,7 @@ PROFILES: dict[str, dict] = {
             "05_table3_figure4": dict(checkpoint_path="", imagenet_root=""),
             "06_search": dict(seed=0, arm="calibrated", population=20, generations=6, eval_batches=2),
             "07_architecture_browser": dict(seed=0, arm="calibrated", table_rows=30),
+            "08_ranking_fidelity": dict(_RANKING, seeds=[0, 1, 2], standalone_epochs=2, standalone_steps_per_epoch=30),
         },
     },
     "gpu": {
@@ -94,6 +102,8 @@ PROFILES: dict[str, dict] = {
             "05_table3_figure4": dict(checkpoint_path="", imagenet_root=""),
             "06_search": dict(seed=0, arm="calibrated", population=70, generations=120, eval_batches=20),
             "07_architecture_browser": dict(seed=0, arm="calibrated", table_rows=100),
+            "08_ranking_fidelity": dict(_RANKING, seeds=[0, 1, 2], n_models=60, standalone_seeds=[0, 1, 2],
+                                        standalone_epochs=30, standalone_steps_per_epoch=0),
         },
     },
 }
@@ -104,7 +114,9 @@ PROFILES["cpu-long"] = {
     "common": dict(profile="cpu-long", threads=2),
     "supernet": _SUPERNET_CPU_LONG,
     "notebooks": dict(PROFILES["cpu"]["notebooks"],
-                      **{"02_supernet_stability": dict(_FIGURE1, seeds=[0, 1, 2, 3, 4], block_steps=100)}),
+                      **{"02_supernet_stability": dict(_FIGURE1, seeds=[0, 1, 2, 3, 4], block_steps=100),
+                         "08_ranking_fidelity": dict(_RANKING, seeds=[0, 1, 2, 3, 4], standalone_epochs=6,
+                                                     standalone_steps_per_epoch=100)}),
 }
 
 
@@ -115,7 +127,7 @@ def resolve_notebook(name: str) -> str:
         number, _, title = nb.partition("_")
         if key in (nb, number, title) or (key.isdigit() and int(key) == int(number)):
             return nb
-    raise ValueError(f"unknown notebook {name!r}; accepted: {', '.join(NOTEBOOKS)} (or their numbers 1-7)")
+    raise ValueError(f"unknown notebook {name!r}; accepted: {', '.join(NOTEBOOKS)} (or their numbers 1-8)")
 
 
 def profile_parameters(profile: str, notebook: str, device: str | None = None) -> dict:

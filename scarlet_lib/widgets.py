@@ -6,6 +6,9 @@ random / strict-fair / table rows, describing an architecture (MAdds, params, de
 ``ArchitectureBrowser`` only wires those functions to ipywidgets. The MAdds label carries the DOM class
 ``scarlet-madds`` (and parameters ``scarlet-params``, accuracy ``scarlet-accuracy``) so a browser test
 can find it.
+
+``FeatureMapBrowser`` (notebook 4) pages through every channel of the Figure 5 maps: a layer, an image and
+a page of channels, drawn by ``plots.figure5`` (``feature_page_png``).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from .space import CHOICES, IDENTITY, NUM_LAYERS, SPACE_SE, Architecture, Search
 
 __all__ = ["choice_options", "preset_architectures", "random_architecture", "fair_architecture",
            "describe", "summary_html", "architectures_table", "OneShotScorer", "diagram_png",
-           "ArchitectureBrowser", "MADDS_CLASS"]
+           "ArchitectureBrowser", "MADDS_CLASS", "page_options", "feature_page_png", "FeatureMapBrowser"]
 
 MADDS_CLASS = "scarlet-madds"
 
@@ -239,6 +242,111 @@ class ArchitectureBrowser:
         else:
             self.accuracy_label.value = "<i>one-shot accuracy: no trained supernet given</i>"
         self.madds_label.value, self.params_label.value = summary_html(info)
+
+    def _ipython_display_(self):  # pragma: no cover - display hook
+        from IPython.display import display
+        display(self.widget)
+
+
+# ------------------------------------------------------------------------------------------------
+# Figure 5: every channel of the feature maps, page by page
+# ------------------------------------------------------------------------------------------------
+
+def _num_channels(grids: Mapping) -> int:
+    return max(int(f.shape[1]) for m in grids for f in grids[m].values())
+
+
+def _num_images(grids: Mapping) -> int:
+    return min(int(f.shape[0]) for m in grids for f in grids[m].values())
+
+
+def page_options(num_channels: int, per_page: int) -> list[tuple[str, int]]:
+    """Dropdown options ``("channels 0-7 of 24", 0)`` for the pages of one layer; together they hold every channel."""
+    from .plots import channel_pages
+
+    return [(f"channels {a}-{b - 1} of {num_channels}", a) for a, b in channel_pages(num_channels, per_page)]
+
+
+def feature_page_png(grids: Mapping, channel_start: int = 0, channels: int = 8, image_index: int = 0,
+                     similarity: Mapping | None = None, title: str = "", dpi: int = 60) -> bytes:
+    """One page of ``plots.figure5`` (mode -> {choice: (N, C, H, W)}) as PNG bytes."""
+    import matplotlib.pyplot as plt
+
+    from .plots import figure5
+
+    fig = figure5(grids, similarity, channels=channels, channel_start=channel_start, image_index=image_index,
+                  title=title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+class FeatureMapBrowser:
+    """ipywidgets front end of Figure 5: pick the layer, the image and the page of channels.
+
+    Args:
+        grids: layer -> mode -> {choice: activations (N, C, H, W)} (``analysis.layer_choice_features``).
+        similarity: layer -> mode -> ``analysis.channel_similarity`` table (cosine and CKA next to each row).
+        channels: channels per page.
+    """
+
+    def __init__(self, grids: Mapping, similarity: Mapping | None = None, channels: int = 8):
+        import ipywidgets as w
+
+        if not grids:
+            raise ValueError("no feature maps given")
+        self.grids, self.similarity, self.channels = grids, similarity or {}, channels
+        self._suspend = False
+        layers = list(grids)
+        self.layer = w.Dropdown(options=[(f"layer {l}", l) for l in layers], value=layers[0], description="layer")
+        self.page = w.Dropdown(description="channels", layout=w.Layout(width="320px"))
+        self.image = w.IntSlider(min=0, max=0, value=0, description="image")
+        self.view = w.Image(format="png")
+        self.caption = w.HTML()
+        self.layer.observe(self._on_layer, names="value")
+        for control in (self.page, self.image):
+            control.observe(self._on_change, names="value")
+        self.widget = w.VBox([w.HBox([self.layer, self.page, self.image]), self.caption, self.view])
+        self._on_layer(None)
+
+    def _on_layer(self, _change) -> None:
+        g = self.grids[self.layer.value]
+        self._suspend = True
+        try:
+            self.page.options = page_options(_num_channels(g), self.channels)
+            self.page.value = 0
+            self.image.max = _num_images(g) - 1
+            self.image.value = min(self.image.value, self.image.max)
+        finally:
+            self._suspend = False
+        self.refresh()
+
+    def _on_change(self, _change) -> None:
+        if not self._suspend:
+            self.refresh()
+
+    def show(self, layer=None, channel_start: int | None = None, image_index: int | None = None) -> None:
+        """Set the controls (any of them) and draw once."""
+        if layer is not None:
+            self.layer.value = layer
+        self._suspend = True
+        try:
+            if channel_start is not None:
+                self.page.value = channel_start
+            if image_index is not None:
+                self.image.value = image_index
+        finally:
+            self._suspend = False
+        self.refresh()
+
+    def refresh(self) -> None:
+        layer, g = self.layer.value, self.grids[self.layer.value]
+        shape = tuple(int(v) for v in next(iter(next(iter(g.values())).values())).shape[1:])
+        self.view.value = feature_page_png(g, self.page.value, self.channels, self.image.value,
+                                           self.similarity.get(layer))
+        self.caption.value = (f"layer {layer}: maps of shape {shape[1]}x{shape[2]}, {_num_channels(g)} channels; "
+                              f"{self.page.label}, image {self.image.value}")
 
     def _ipython_display_(self):  # pragma: no cover - display hook
         from IPython.display import display

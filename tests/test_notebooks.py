@@ -1,6 +1,6 @@
 """Every notebook executes headless under the smoke profile through the runner, and writes its artifacts.
 
-One runner call executes all seven notebooks (the supernets notebook 2 trains are reused by 4, 6 and 7
+One runner call executes every notebook (the supernets notebook 2 trains are reused by 4, 6, 7 and 8
 through the cache); the checks below read what that run left behind.
 """
 import json
@@ -19,10 +19,13 @@ ARTIFACTS = {
                               ["02_path_log", "02_oneshot_scores", "02_oneshot_summary", "02_gates", "02_effects",
                                "02_verdicts", "02_strata"]),
     "03_relu_vs_linear": (["03_figure3"], ["03_curves", "03_final", "03_gaps"]),
-    "04_feature_maps": (["04_figure5_layer1", "04_figure5_layer12"], ["04_choice_similarity"]),
+    "04_feature_maps": (["04_figure5_layer1", "04_figure5_layer12", "04_figure5_similarity"],
+                        ["04_choice_similarity", "04_choice_similarity_pairs"]),
     "05_table3_figure4": (["05_figure4"], ["05_table3"]),
     "06_search": (["06_pareto", "06_picked_models"], ["06_search_history", "06_generations", "06_front", "06_picked"]),
     "07_architecture_browser": (["07_browser_costs", "07_browser_examples"], ["07_browser_table"]),
+    "08_ranking_fidelity": (["08_standalone_curves", "08_ranking_scatter", "08_tau_by_size"],
+                            ["08_models", "08_ranking", "08_gates", "08_verdicts"]),
 }
 
 

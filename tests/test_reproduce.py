@@ -44,9 +44,12 @@ def test_profiles_fit_the_notebooks(profile, tmp_path):
     from scarlet_lib.recipes import RECIPE_FIELDS
     keys = [k for k in RECIPE_FIELDS if k not in ("identity_mode", "seed")]
     ref = plan.parameters["02_supernet_stability"]
-    for nb in ("04_feature_maps", "06_search", "07_architecture_browser"):
+    for nb in ("04_feature_maps", "06_search", "07_architecture_browser", "08_ranking_fidelity"):
         assert {k: plan.parameters[nb][k] for k in keys} == {k: ref[k] for k in keys}, nb
-        assert plan.parameters[nb]["seed"] == ref["seeds"][0]
+        if nb == "08_ranking_fidelity":  # ranks the models by every supernet of notebook 2
+            assert plan.parameters[nb]["seeds"] == ref["seeds"] and plan.parameters[nb]["arms"] == ref["arms"]
+        else:
+            assert plan.parameters[nb]["seed"] == ref["seeds"][0]
 
 
 def test_default_figures_folder_depends_on_profile(tmp_path):

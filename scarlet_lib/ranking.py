@@ -1,0 +1,361 @@
+"""Ranking fidelity: does a supernet order architectures the way stand-alone training does?
+
+The paper's case for LET is that the identity supernet "severely under-estimates" some models. Here that
+becomes measurable: a stratified set of architectures (plus SCARLET-A/B/C) is trained stand-alone, LET-free
+as the paper trains its models, and scored one-shot by every supernet of notebook 2's arms; rank agreement
+(Kendall tau, Spearman rho, precision at top-k) and the rank residual's slope against the number of identity
+choices come with bootstrap intervals over architectures and stand-alone seeds.
+
+Every accuracy here, one-shot or stand-alone, is measured on one common held-out set (the recipe's data at
+data seed 0), so differences between the two sources are not differences between image samples.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .analysis import paired_t_interval, plateau_check
+from .cache import Cache
+from .models import PUBLISHED
+from .space import Architecture
+
+__all__ = ["StandaloneSettings", "STANDALONE_CODE", "ranking_archs", "common_data", "standalone_runs",
+           "standalone_scores", "oneshot_ranking_scores", "rank_statistics", "ranking_table", "tau_by_size",
+           "ranking_gates", "ranking_effects", "RANKING_CLAIMS", "RANKING_COLUMNS", "MODEL_COLUMNS",
+           "settings_dict"]
+
+# source modules whose code defines a stand-alone run (its cache key includes their fingerprint)
+STANDALONE_CODE = ("models", "blocks", "kernels", "train", "data", "space", "evaluation", "ranking")
+RANKING_COLUMNS = ("arm", "identity_mode", "seed", "statistic", "estimate", "ci_low", "ci_high", "n_models")
+MODEL_COLUMNS = ("model", "arch", "num_identity", "identity_at_shape_change", "source", "arm", "identity_mode",
+                 "seed", "heldout_acc", "n_images")
+# claim -> statistic whose LET - identity difference is read, the sign the paper implies, what it says
+RANKING_CLAIMS = {
+    "R1": {"statistic": "kendall_tau", "paper_sign": +1,
+           "effect": "R1 Kendall tau with stand-alone accuracy, LET - identity"},
+    "R2": {"statistic": "residual_slope", "paper_sign": +1,
+           "effect": "R2 rank residual per identity choice, LET - identity (the identity supernet "
+                     "under-estimates identity-heavy models)"},
+}
+
+
+@dataclass(frozen=True)
+class StandaloneSettings:
+    """How the reference models are trained: SGD (``train.train_standalone``'s "sgd" recipe), LET-free.
+
+    The data, batch, width and image size come from the supernet recipe they are compared with.
+    ``steps_per_epoch=0``: the whole epoch of the data.
+    """
+    epochs: int = 4
+    steps_per_epoch: int = 100
+    lr: float = 0.05
+    seeds: tuple = (0, 1)
+
+    def __post_init__(self):
+        for name, least in (("epochs", 1), ("steps_per_epoch", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least:
+                raise ValueError(f"StandaloneSettings.{name} must be an integer >= {least}, got {v!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (
+                math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"StandaloneSettings.lr must be a finite number > 0, got {self.lr!r}")
+        seeds = tuple(self.seeds) if isinstance(self.seeds, (list, tuple)) else None
+        if not seeds or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds) \
+                or len(set(seeds)) != len(seeds):
+            raise ValueError(f"StandaloneSettings.seeds must be a non-empty list of distinct integers >= 0, "
+                             f"got {self.seeds!r}")
+        object.__setattr__(self, "seeds", tuple(int(s) for s in seeds))
+
+
+def _check_recipe(recipe):
+    from .recipes import SupernetRecipe
+
+    if not isinstance(recipe, SupernetRecipe):
+        raise TypeError(f"expected a recipes.SupernetRecipe, got {type(recipe).__name__}")
+    return recipe
+
+
+def ranking_archs(recipe, n_models: int, include_published: bool = True) -> dict[str, Architecture]:
+    """Named architectures to rank: ``space.sample_stratified(n_models, seed=0)`` (a subset of the paths
+    notebook 2 scores, stratified by identity count and identity at a shape-changing layer), then
+    SCARLET-A/B/C where the recipe's space holds them. Names: ``path <i>`` and the published names."""
+    from .cache import space_by_name
+
+    recipe = _check_recipe(recipe)
+    if isinstance(n_models, bool) or not isinstance(n_models, (int, np.integer)) or n_models < 5:
+        raise ValueError(f"n_models must be an integer >= 5 (a rank statistic on fewer says little), got {n_models!r}")
+    space = space_by_name(recipe.space)
+    archs = {f"path {i}": a for i, a in enumerate(space.sample_stratified(int(n_models), seed=0))}
+    if include_published:
+        for name, arch in PUBLISHED.items():
+            try:
+                archs[name] = space.validate(arch)
+            except ValueError:
+                continue
+    return archs
+
+
+def common_data(recipe):
+    """The ``DataBundle`` every ranking accuracy is measured on: the recipe's data at data seed 0."""
+    return _check_recipe(recipe).replace(seed=0).data()
+
+
+def _standalone_key(recipe, arch: Architecture, seed: int, settings: StandaloneSettings, device: str) -> dict:
+    return {"arch": str(arch), "seed": int(seed), "identity_mode": "identity", "optimizer": "sgd",
+            "epochs": settings.epochs, "steps_per_epoch": settings.steps_per_epoch, "lr": settings.lr,
+            "dataset": recipe.dataset, "data_root": recipe.data_root, "image_size": recipe.image_size,
+            "batch_size": recipe.batch_size, "width": recipe.width, "eval_images": recipe.eval_images,
+            "device": str(device)}
+
+
+def _train_standalone_into_cache(recipe, arch: str, seed: int, settings: StandaloneSettings, device: str,
+                                 cache_dir) -> str:
+    import torch
+
+    from .train import train_standalone
+
+    arch = Architecture.parse(arch)
+    cache = Cache("standalone", cache_dir or None, code_modules=STANDALONE_CODE)
+
+    def create(folder):
+        result = train_standalone(arch, common_data(recipe), epochs=settings.epochs, identity_mode="identity",
+                                  seed=seed, recipe="sgd", width_mult=recipe.width, lr=settings.lr,
+                                  steps_per_epoch=settings.steps_per_epoch or None, device=device, progress=False)
+        result.save(folder)
+        torch.save(result.model.state_dict(), folder / "model.pt")
+
+    folder, _ = cache.get_or_create(_standalone_key(recipe, arch, seed, settings, device), create)
+    return str(folder)
+
+
+def standalone_runs(recipe, archs: Mapping[str, Architecture], settings: StandaloneSettings,
+                    device: str = "cpu", cache_dir=None, processes: int | None = None) -> pd.DataFrame:
+    """Train (or load from the cache) every architecture with every stand-alone seed; their curves.
+
+    Runs go to ``processes`` one-thread worker processes (``recipes.run_jobs``), so results do not depend on
+    it. Returns one row per model, seed and epoch: ``model, arch, seed, epoch, train_loss, train_acc,
+    heldout_acc, folder`` (held-out: the common held-out set, all of it).
+    """
+    from .recipes import default_processes, run_jobs
+
+    recipe = _check_recipe(recipe)
+    if not isinstance(settings, StandaloneSettings):
+        raise TypeError(f"settings must be a StandaloneSettings, got {type(settings).__name__}")
+    jobs = [(name, arch, seed) for name, arch in archs.items() for seed in settings.seeds]
+    folders = run_jobs([(_train_standalone_into_cache, (recipe, str(a), s, settings, device, cache_dir))
+                        for _, a, s in jobs], processes=default_processes() if processes is None else processes)
+    parts = []
+    for (name, arch, seed), folder in zip(jobs, folders):
+        curves = pd.read_csv(f"{folder}/curves.csv")
+        parts.append(curves.assign(model=name, arch=str(arch), seed=seed, folder=folder))
+    cols = ["model", "arch", "seed", "epoch", "train_loss", "train_acc", "heldout_acc", "folder"]
+    return pd.concat(parts, ignore_index=True)[cols]
+
+
+def _model_rows(names, archs, accs, n_images, **fields) -> pd.DataFrame:
+    archs = [Architecture.coerce(a) for a in archs]
+    return pd.DataFrame({"model": list(names), "arch": [str(a) for a in archs],
+                         "num_identity": [a.num_identity for a in archs],
+                         "identity_at_shape_change": [a.identity_at_shape_change for a in archs],
+                         "source": fields.pop("source"), **fields, "heldout_acc": np.asarray(accs, float),
+                         "n_images": int(n_images)})[list(MODEL_COLUMNS)]
+
+
+def standalone_scores(runs: pd.DataFrame, recipe) -> pd.DataFrame:
+    """The final stand-alone accuracies (last epoch of each run) as ``MODEL_COLUMNS`` rows, source
+    "standalone" (arm and identity_mode: "standalone"/"identity")."""
+    last = runs[runs["epoch"] == runs.groupby(["model", "seed"])["epoch"].transform("max")]
+    last = last.drop_duplicates(["model", "seed"])
+    return _model_rows(last["model"], last["arch"], last["heldout_acc"], recipe.eval_images, source="standalone",
+                       arm="standalone", identity_mode="identity", seed=last["seed"].to_numpy())
+
+
+def oneshot_ranking_scores(supernets: Mapping[tuple, object], archs: Mapping[str, Architecture], data,
+                           device: str = "cpu") -> pd.DataFrame:
+    """One-shot held-out accuracy of every named architecture from each supernet, ``MODEL_COLUMNS`` rows.
+
+    ``supernets``: ``{(arm, identity_mode, seed): Supernet}``; ``data``: ``common_data(recipe)``. Scored by
+    ``evaluation.score_paths`` (BN recalibrated per path on the data's calibration batches).
+    """
+    from .evaluation import score_paths
+
+    heldout = list(data.heldout_loader)
+    parts = []
+    for (arm, mode, seed), net in supernets.items():
+        s = score_paths(net, list(archs.values()), data.calib_batches, heldout, device=device)
+        parts.append(_model_rows(list(archs), s["arch"], s["heldout_acc"], s["n_images"].iloc[0],
+                                 source="oneshot", arm=arm, identity_mode=mode, seed=seed))
+    return pd.concat(parts, ignore_index=True)
+
+
+def rank_statistics(oneshot: np.ndarray, standalone: np.ndarray, num_identity: np.ndarray,
+                    top_k: int) -> dict:
+    """Agreement of two accuracy vectors over the same models.
+
+    ``kendall_tau`` (tau-b) and ``spearman_rho`` (scipy); ``precision_at_k``: the share of the k best
+    stand-alone models among the k best one-shot ones; ``residual_slope``: slope over ``num_identity`` of
+    the rank residual (one-shot rank minus stand-alone rank, both as fractions of the number of models, 1 =
+    best), by least squares: negative when the supernet ranks identity-heavy models lower than stand-alone
+    training does (the paper's under-estimation).
+    """
+    from scipy import stats
+
+    x, y, k_id = (np.asarray(v, float) for v in (oneshot, standalone, num_identity))
+    n = x.size
+    out = {"kendall_tau": stats.kendalltau(x, y).statistic, "spearman_rho": stats.spearmanr(x, y).statistic}
+    k = min(int(top_k), n)
+    top_x, top_y = set(np.argsort(-x, kind="stable")[:k]), set(np.argsort(-y, kind="stable")[:k])
+    out["precision_at_k"] = len(top_x & top_y) / k
+    resid = (stats.rankdata(x) - stats.rankdata(y)) / n
+    out["residual_slope"] = stats.linregress(k_id, resid).slope if np.ptp(k_id) > 0 else float("nan")
+    return {key: float(v) for key, v in out.items()}
+
+
+def _pivot(models: pd.DataFrame):
+    """(one-shot table, stand-alone matrix) aligned on the models both sources have."""
+    sa = models[models["source"] == "standalone"].pivot_table(index="model", columns="seed", values="heldout_acc")
+    one = models[models["source"] == "oneshot"]
+    if sa.isna().any().any():
+        raise ValueError("every stand-alone model needs every stand-alone seed (a run is missing)")
+    return one, sa
+
+
+def ranking_table(models: pd.DataFrame, top_k: int = 10, n_resamples: int = 2000, seed: int = 0,
+                  confidence: float = 0.95) -> pd.DataFrame:
+    """Per supernet, ``rank_statistics`` against the stand-alone mean, with percentile bootstrap intervals.
+
+    ``models``: ``MODEL_COLUMNS`` rows from ``oneshot_ranking_scores`` and ``standalone_scores``. Each
+    resample draws the models with replacement and, for each drawn model, the stand-alone seeds with
+    replacement (their mean is its stand-alone accuracy), so the interval covers both the choice of models
+    and the stand-alone training noise. Columns: ``RANKING_COLUMNS``.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    one, sa = _pivot(models)
+    rows = []
+    rng = np.random.default_rng(seed)
+    alpha = (1 - confidence) / 2
+    for (arm, mode, s), g in one.groupby(["arm", "identity_mode", "seed"], sort=False):
+        g = g.set_index("model").loc[[m for m in g["model"] if m in sa.index]]
+        y_all = sa.loc[g.index].to_numpy(float)
+        x, k_id = g["heldout_acc"].to_numpy(float), g["num_identity"].to_numpy(float)
+        n, n_seeds = y_all.shape
+        point = rank_statistics(x, y_all.mean(1), k_id, top_k)
+        boot = {key: [] for key in point}
+        for _ in range(n_resamples):
+            idx = rng.integers(n, size=n)
+            ys = y_all[idx[:, None], rng.integers(n_seeds, size=(n, n_seeds))].mean(1)
+            for key, v in rank_statistics(x[idx], ys, k_id[idx], top_k).items():
+                boot[key].append(v)
+        for key, est in point.items():
+            b = np.asarray(boot[key], float)
+            b = b[np.isfinite(b)]
+            lo, hi = (np.quantile(b, [alpha, 1 - alpha]) if b.size else (np.nan, np.nan))
+            rows.append({"arm": arm, "identity_mode": mode, "seed": s, "statistic": key, "estimate": est,
+                         "ci_low": float(lo), "ci_high": float(hi), "n_models": n})
+    return pd.DataFrame(rows, columns=list(RANKING_COLUMNS))
+
+
+def tau_by_size(models: pd.DataFrame, sizes: Sequence[int] = (5, 8, 13, 20, 30), n_subsets: int = 1000,
+                seed: int = 0, confidence: float = 0.95) -> pd.DataFrame:
+    """Kendall tau of random subsets of ``size`` models, per supernet: what ranking 13 models can show.
+
+    Estimate = the median over ``n_subsets`` subsets drawn without replacement, interval = the central
+    ``confidence`` range of the subsets' taus. Sizes above the number of models are left out. Columns:
+    ``RANKING_COLUMNS`` with statistic ``kendall_tau_subset``.
+    """
+    from scipy import stats
+
+    one, sa = _pivot(models)
+    rng = np.random.default_rng(seed)
+    alpha = (1 - confidence) / 2
+    rows = []
+    for (arm, mode, s), g in one.groupby(["arm", "identity_mode", "seed"], sort=False):
+        g = g.set_index("model").loc[[m for m in g["model"] if m in sa.index]]
+        x, y = g["heldout_acc"].to_numpy(float), sa.loc[g.index].to_numpy(float).mean(1)
+        for size in sizes:
+            if size > len(x) or size < 3:
+                continue
+            taus = np.array([stats.kendalltau(x[sub], y[sub]).statistic for sub in
+                             (rng.choice(len(x), size, replace=False) for _ in range(n_subsets))], float)
+            taus = taus[np.isfinite(taus)]
+            rows.append({"arm": arm, "identity_mode": mode, "seed": s, "statistic": "kendall_tau_subset",
+                         "estimate": float(np.median(taus)), "ci_low": float(np.quantile(taus, alpha)),
+                         "ci_high": float(np.quantile(taus, 1 - alpha)), "n_models": int(size)})
+    return pd.DataFrame(rows, columns=list(RANKING_COLUMNS))
+
+
+def ranking_gates(models: pd.DataFrame, runs: pd.DataFrame, chance: float, margin: float = 0.15,
+                  fraction: float = 0.2, tolerance: float = 0.02) -> pd.DataFrame:
+    """Whether each supernet's taus can be read: its mean one-shot accuracy on the ranked models is at least
+    ``margin`` above chance, and every stand-alone run is at a plateau (``analysis.plateau_check`` over its
+    per-epoch held-out accuracy, training counted from epoch -1). Columns: ``arm, identity_mode, seed,
+    mean_acc, above_chance, standalone_plateau, worst_standalone_gain, readable``."""
+    gains = [plateau_check(r, "heldout_acc", fraction, tolerance, x="epoch", start=-1)[0]
+             for _, r in runs.groupby(["model", "seed"])]
+    gains = np.asarray(gains, float)
+    sa_flat = bool(gains.size and np.all(np.isfinite(gains)) and np.all(gains < tolerance))
+    worst = float(np.nanmax(gains)) if np.isfinite(gains).any() else float("nan")
+    one = models[models["source"] == "oneshot"]
+    g = one.groupby(["arm", "identity_mode", "seed"], sort=False)["heldout_acc"].mean().rename("mean_acc")
+    out = g.reset_index()
+    out["above_chance"] = out["mean_acc"] >= chance + margin
+    out["standalone_plateau"] = sa_flat
+    out["worst_standalone_gain"] = worst
+    out["readable"] = out["above_chance"] & sa_flat
+    return out
+
+
+def ranking_effects(table: pd.DataFrame, gates: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per arm and claim (``RANKING_CLAIMS``), LET - identity paired over seeds with a t interval, and a
+    verdict: "uninformative at this scale" unless every supernet of the arm passes ``ranking_gates`` and
+    there are >= 3 paired seeds; then "reproduced" when the interval lies on the paper's side of 0, else
+    "not reproduced". Columns: ``arm, claim, effect, estimate, ci_low, ci_high, seeds, per_seed, verdict,
+    reason``."""
+    rows = []
+    for arm in dict.fromkeys(table["arm"]):
+        t = table[table["arm"] == arm]
+        arm_gates = gates[gates["arm"] == arm]
+        for claim, spec in RANKING_CLAIMS.items():
+            v = t[t["statistic"] == spec["statistic"]].pivot_table(index="seed", columns="identity_mode",
+                                                                    values="estimate")
+            if not {"identity", "let"} <= set(v.columns):
+                continue
+            diffs = (v["let"] - v["identity"]).dropna()
+            ci = paired_t_interval(diffs.to_numpy(), confidence)
+            shown = (f"LET - identity {ci['mean']:+.3f} ({100 * confidence:.0f}% CI {ci['low']:+.3f} to "
+                     f"{ci['high']:+.3f}, {ci['n']} seeds)")
+            blocked = arm_gates[~arm_gates["readable"]]
+            if len(blocked):
+                parts = [f"{r.identity_mode} seed {r.seed}: " + ", ".join(
+                    p for p, bad in (("one-shot mean %.1f%% not well above chance" % (100 * r.mean_acc),
+                                      not r.above_chance),
+                                     ("stand-alone models not at a plateau (worst last-fifth gain %+.1f points)"
+                                      % (100 * r.worst_standalone_gain), not r.standalone_plateau)) if bad)
+                         for r in blocked.itertuples()]
+                verdict, reason = "uninformative at this scale", "; ".join(parts) + f". Not read: {shown}."
+            elif ci["n"] < 3 or not np.isfinite(ci["low"]):
+                verdict, reason = "uninformative at this scale", f"fewer than 3 paired seeds. Not read: {shown}."
+            elif (ci["low"] > 0) if spec["paper_sign"] > 0 else (ci["high"] < 0):
+                verdict, reason = "reproduced", f"{shown}: the interval lies on the paper's side of 0."
+            elif (ci["high"] < 0) if spec["paper_sign"] > 0 else (ci["low"] > 0):
+                verdict = "not reproduced"
+                reason = f"{shown}: the interval lies entirely on the other side of 0" + (
+                    ", with the paper's recipe." if arm == "paper" else f", with the {arm} arm's recipe.")
+            else:
+                verdict, reason = "not reproduced", f"{shown}: the interval includes 0."
+            rows.append({"arm": arm, "claim": claim, "effect": spec["effect"], "estimate": ci["mean"],
+                         "ci_low": ci["low"], "ci_high": ci["high"], "seeds": ci["n"],
+                         "per_seed": ", ".join(f"{s}: {d:+.3f}" for s, d in diffs.items()),
+                         "verdict": verdict, "reason": reason})
+    return pd.DataFrame(rows, columns=["arm", "claim", "effect", "estimate", "ci_low", "ci_high", "seeds",
+                                       "per_seed", "verdict", "reason"])
+
+
+def settings_dict(settings: StandaloneSettings) -> dict:
+    """The settings as plain values (for run records)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}

@@ -1,0 +1,163 @@
+"""Ranking fidelity statistics (notebook 8) against scipy and hand computations."""
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from scarlet_lib import ranking
+from scarlet_lib.recipes import SupernetRecipe
+from scarlet_lib.space import SPACE_NO_SE, Architecture
+
+
+def _models(oneshot: dict, standalone: np.ndarray, archs) -> pd.DataFrame:
+    """MODEL_COLUMNS rows: ``oneshot`` {(arm, mode, seed): accuracies}, ``standalone`` (models x seeds)."""
+    names = [f"path {i}" for i in range(len(archs))]
+    parts = [ranking._model_rows(names, archs, acc, 1000, source="oneshot", arm=a, identity_mode=m, seed=s)
+             for (a, m, s), acc in oneshot.items()]
+    for j in range(standalone.shape[1]):
+        parts.append(ranking._model_rows(names, archs, standalone[:, j], 1000, source="standalone",
+                                         arm="standalone", identity_mode="identity", seed=j))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _archs(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [SPACE_NO_SE.sample_uniform(rng) for _ in range(n)]
+
+
+def test_rank_statistics_equal_scipy_and_hand_counts():
+    rng = np.random.default_rng(1)
+    x, y = rng.random(20), rng.random(20)
+    k_id = rng.integers(0, 6, 20)
+    out = ranking.rank_statistics(x, y, k_id, top_k=5)
+    assert out["kendall_tau"] == pytest.approx(stats.kendalltau(x, y).statistic)
+    assert out["spearman_rho"] == pytest.approx(stats.spearmanr(x, y).statistic)
+    top = len(set(np.argsort(-x)[:5]) & set(np.argsort(-y)[:5])) / 5
+    assert out["precision_at_k"] == pytest.approx(top)
+    resid = (stats.rankdata(x) - stats.rankdata(y)) / 20
+    assert out["residual_slope"] == pytest.approx(np.polyfit(k_id, resid, 1)[0])
+
+
+def test_identical_orders_give_tau_one_and_zero_residual_slope():
+    x = np.linspace(0.2, 0.8, 12)
+    out = ranking.rank_statistics(x, x * 0.5 + 0.1, np.arange(12) % 4, top_k=4)
+    assert out["kendall_tau"] == pytest.approx(1.0) and out["spearman_rho"] == pytest.approx(1.0)
+    assert out["precision_at_k"] == 1.0 and out["residual_slope"] == pytest.approx(0.0)
+
+
+def test_underestimating_identity_heavy_models_gives_a_negative_residual_slope():
+    k_id = np.repeat(np.arange(5), 6)
+    stand = np.linspace(0.5, 0.9, 30)[np.random.default_rng(0).permutation(30)]
+    one = stand - 0.05 * k_id  # the supernet scores each identity choice 5 points too low
+    assert ranking.rank_statistics(one, stand, k_id, 5)["residual_slope"] < 0
+
+
+def test_ranking_table_interval_covers_the_estimate_and_narrows_with_agreement():
+    archs = _archs(30)
+    rng = np.random.default_rng(0)
+    truth = rng.random(30)
+    standalone = truth[:, None] + 0.01 * rng.standard_normal((30, 2))
+    oneshot = {("a", "identity", 0): truth + 0.5 * rng.standard_normal(30),
+               ("a", "let", 0): truth + 0.02 * rng.standard_normal(30)}
+    t = ranking.ranking_table(_models(oneshot, standalone, archs), top_k=5, n_resamples=300)
+    assert list(t.columns) == list(ranking.RANKING_COLUMNS)
+    tau = t[t["statistic"] == "kendall_tau"].set_index("identity_mode")
+    assert ((tau["ci_low"] <= tau["estimate"]) & (tau["estimate"] <= tau["ci_high"])).all()
+    assert tau.loc["let", "estimate"] > 0.8 > tau.loc["identity", "estimate"]
+    width = tau["ci_high"] - tau["ci_low"]
+    assert width["let"] < width["identity"]
+    assert (t["n_models"] == 30).all()
+
+
+def test_tau_by_size_spread_shrinks_with_more_models():
+    archs = _archs(40, 1)
+    rng = np.random.default_rng(2)
+    truth = rng.random(40)
+    models = _models({("a", "let", 0): truth + 0.2 * rng.standard_normal(40)},
+                     truth[:, None] + np.zeros((40, 2)), archs)
+    t = ranking.tau_by_size(models, sizes=(5, 13, 30, 50), n_subsets=400).set_index("n_models")
+    assert list(t.index) == [5, 13, 30]  # 50 > 40 models is left out
+    spread = t["ci_high"] - t["ci_low"]
+    assert spread[5] > spread[13] > spread[30]
+
+
+def _runs(gain_last: float) -> pd.DataFrame:
+    rows = []
+    for model in ("path 0", "path 1"):
+        for seed in (0, 1):
+            accs = [0.3, 0.5, 0.6, 0.6 + gain_last]
+            rows += [{"model": model, "seed": seed, "epoch": e, "heldout_acc": a} for e, a in enumerate(accs)]
+    return pd.DataFrame(rows)
+
+
+def test_gates_block_unless_above_chance_and_standalone_flat():
+    archs = _archs(2)
+    models = _models({("a", "identity", 0): [0.5, 0.6], ("a", "let", 0): [0.15, 0.2]},
+                     np.full((2, 2), 0.6), archs)
+    flat = ranking.ranking_gates(models, _runs(0.0), chance=0.1).set_index("identity_mode")
+    assert flat.loc["identity", "readable"] and not flat.loc["let", "readable"]  # LET 17.5% < 25%
+    rising = ranking.ranking_gates(models, _runs(0.1), chance=0.1)
+    assert not rising["standalone_plateau"].any() and not rising["readable"].any()
+
+
+def _table(diffs: dict, arm="a") -> pd.DataFrame:
+    rows = []
+    for seed, d in diffs.items():
+        for stat in ("kendall_tau", "residual_slope"):
+            rows.append({"arm": arm, "identity_mode": "identity", "seed": seed, "statistic": stat, "estimate": 0.3})
+            rows.append({"arm": arm, "identity_mode": "let", "seed": seed, "statistic": stat, "estimate": 0.3 + d})
+    return pd.DataFrame(rows)
+
+
+def _gates(readable=True, seeds=(0, 1, 2), arm="a"):
+    return pd.DataFrame([{"arm": arm, "identity_mode": m, "seed": s, "mean_acc": 0.6, "above_chance": readable,
+                          "standalone_plateau": True, "worst_standalone_gain": 0.0, "readable": readable}
+                         for s in seeds for m in ("identity", "let")])
+
+
+def test_effects_are_paired_t_intervals_with_gated_verdicts():
+    diffs = {0: 0.10, 1: 0.12, 2: 0.08}
+    e = ranking.ranking_effects(_table(diffs), _gates()).set_index("claim")
+    d = np.array(list(diffs.values()))
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    assert e.loc["R1", "estimate"] == pytest.approx(d.mean())
+    assert e.loc["R1", "ci_low"] == pytest.approx(d.mean() - half)
+    assert e.loc["R1", "verdict"] == "reproduced"
+    against = ranking.ranking_effects(_table({0: -0.1, 1: -0.12, 2: -0.08}), _gates()).set_index("claim")
+    assert against.loc["R1", "verdict"] == "not reproduced"
+    blocked = ranking.ranking_effects(_table(diffs), _gates(readable=False))
+    assert (blocked["verdict"] == "uninformative at this scale").all()
+    assert "not well above chance" in blocked["reason"].iloc[0]
+
+
+def test_ranking_archs_are_a_stratified_subset_of_the_scored_paths_plus_published_where_allowed():
+    recipe = SupernetRecipe(space="no_se", eval_paths=108)
+    archs = ranking.ranking_archs(recipe, 30)
+    assert len(archs) >= 30 and set(archs.values()) <= set(recipe.eval_archs())
+    assert not {"Scarlet_A", "Scarlet_B", "Scarlet_C"} & set(archs)  # SE choices: not in the no_se space
+    se = ranking.ranking_archs(recipe.replace(space="se"), 30)
+    assert {"Scarlet_A", "Scarlet_B", "Scarlet_C"} <= set(se)
+    assert {a.num_identity for a in archs.values()} >= {0, 2, 4, 6, 8}
+    with pytest.raises(ValueError, match="n_models"):
+        ranking.ranking_archs(recipe, 3)
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=0), dict(lr=float("nan")), dict(lr=-1), dict(seeds=()),
+                                 dict(seeds=(0, 0)), dict(steps_per_epoch=1.5), dict(steps_per_epoch=-1)])
+def test_standalone_settings_refuse_bad_values(bad):
+    with pytest.raises(ValueError, match="StandaloneSettings"):
+        ranking.StandaloneSettings(**bad)
+
+
+def test_standalone_runs_are_cached_and_scored_on_the_common_heldout_set(tmp_path):
+    recipe = SupernetRecipe(space="no_se", width=0.25, batch_size=8, eval_images=64, eval_paths=9)
+    archs = dict(list(ranking.ranking_archs(recipe, 9).items())[:2])
+    settings = ranking.StandaloneSettings(epochs=2, steps_per_epoch=2, seeds=(0, 1))
+    runs = ranking.standalone_runs(recipe, archs, settings, cache_dir=tmp_path, processes=1)
+    assert len(runs) == 2 * 2 * 2 and runs["heldout_acc"].between(0, 1).all()
+    again = ranking.standalone_runs(recipe, archs, settings, cache_dir=tmp_path, processes=1)
+    pd.testing.assert_frame_equal(runs, again)
+    scores = ranking.standalone_scores(runs, recipe)
+    assert len(scores) == 4 and (scores["n_images"] == 64).all()
+    assert list(scores.columns) == list(ranking.MODEL_COLUMNS)
+    assert Architecture.parse(scores["arch"].iloc[0]) in archs.values()
