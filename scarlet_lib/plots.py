@@ -798,9 +798,12 @@ def ranking_scatter(models: pd.DataFrame, seed: int | None = None):
     """One-shot vs stand-alone held-out accuracy of the ranked models, one panel per arm, identity and LET
     supernet of one ``seed`` (default: the first) in colour; error bars = range over stand-alone seeds.
     ``models`` from ``ranking.oneshot_ranking_scores`` + ``ranking.standalone_scores``."""
-    sa = models[models["source"] == "standalone"].groupby("model")["heldout_acc"].agg(["mean", "min", "max"])
     one = models[models["source"] == "oneshot"]
     seed = one["seed"].iloc[0] if seed is None else seed
+    sa = models[models["source"] == "standalone"]
+    if "data_seed" in sa:  # the stand-alone accuracies on the same held-out images as this supernet seed
+        sa = sa[sa["data_seed"] == one.loc[one["seed"] == seed, "data_seed"].iloc[0]]
+    sa = sa.groupby("model")["heldout_acc"].agg(["mean", "min", "max"])
     arms = list(dict.fromkeys(one["arm"]))
     fig, axes = plt.subplots(1, len(arms), figsize=(4.4 * len(arms), 4), sharex=True, sharey=True, squeeze=False)
     for ax, arm in zip(axes[0], arms):

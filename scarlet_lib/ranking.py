@@ -6,8 +6,8 @@ as the paper trains its models, and scored one-shot by every supernet of noteboo
 (Kendall tau, Spearman rho, precision at top-k) and the rank residual's slope against the number of identity
 choices come with bootstrap intervals over architectures and stand-alone seeds.
 
-Every accuracy here, one-shot or stand-alone, is measured on one common held-out set (the recipe's data at
-data seed 0), so differences between the two sources are not differences between image samples.
+Every comparison is on the same images: for a supernet of seed s, its one-shot scores and the stand-alone
+models' accuracies are both measured on the held-out set of data seed s (the one the trainer scored on).
 """
 from __future__ import annotations
 
@@ -23,16 +23,17 @@ from .cache import Cache
 from .models import PUBLISHED
 from .space import Architecture
 
-__all__ = ["StandaloneSettings", "STANDALONE_CODE", "ranking_archs", "common_data", "standalone_runs",
+__all__ = ["StandaloneSettings", "STANDALONE_CODE", "ranking_archs", "standalone_data", "standalone_runs",
            "standalone_scores", "oneshot_ranking_scores", "rank_statistics", "ranking_table", "tau_by_size",
            "ranking_gates", "ranking_effects", "RANKING_CLAIMS", "RANKING_COLUMNS", "MODEL_COLUMNS",
            "settings_dict"]
 
 # source modules whose code defines a stand-alone run (its cache key includes their fingerprint)
-STANDALONE_CODE = ("models", "blocks", "kernels", "train", "data", "space", "evaluation", "ranking")
+STANDALONE_CODE = ("models", "blocks", "kernels", "train", "data", "space", "evaluation")
 RANKING_COLUMNS = ("arm", "identity_mode", "seed", "statistic", "estimate", "ci_low", "ci_high", "n_models")
+# seed: the supernet's (one-shot) or the training seed (stand-alone); data_seed: whose held-out images
 MODEL_COLUMNS = ("model", "arch", "num_identity", "identity_at_shape_change", "source", "arm", "identity_mode",
-                 "seed", "heldout_acc", "n_images")
+                 "seed", "data_seed", "heldout_acc", "n_images")
 # claim -> statistic whose LET - identity difference is read, the sign the paper implies, what it says
 RANKING_CLAIMS = {
     "R1": {"statistic": "kendall_tau", "paper_sign": +1,
@@ -99,9 +100,10 @@ def ranking_archs(recipe, n_models: int, include_published: bool = True) -> dict
     return archs
 
 
-def common_data(recipe):
-    """The ``DataBundle`` every ranking accuracy is measured on: the recipe's data at data seed 0."""
-    return _check_recipe(recipe).replace(seed=0).data()
+def standalone_data(recipe, data_seed: int = 0):
+    """The ``DataBundle`` of the recipe at ``data_seed``: stand-alone models train on data seed 0 and are
+    scored on the held-out set of every supernet seed."""
+    return _check_recipe(recipe).replace(seed=int(data_seed)).data()
 
 
 def _standalone_key(recipe, arch: Architecture, seed: int, settings: StandaloneSettings, device: str) -> dict:
@@ -122,7 +124,7 @@ def _train_standalone_into_cache(recipe, arch: str, seed: int, settings: Standal
     cache = Cache("standalone", cache_dir or None, code_modules=STANDALONE_CODE)
 
     def create(folder):
-        result = train_standalone(arch, common_data(recipe), epochs=settings.epochs, identity_mode="identity",
+        result = train_standalone(arch, standalone_data(recipe), epochs=settings.epochs, identity_mode="identity",
                                   seed=seed, recipe="sgd", width_mult=recipe.width, lr=settings.lr,
                                   steps_per_epoch=settings.steps_per_epoch or None, device=device, progress=False)
         result.save(folder)
@@ -165,30 +167,63 @@ def _model_rows(names, archs, accs, n_images, **fields) -> pd.DataFrame:
                          "n_images": int(n_images)})[list(MODEL_COLUMNS)]
 
 
-def standalone_scores(runs: pd.DataFrame, recipe) -> pd.DataFrame:
-    """The final stand-alone accuracies (last epoch of each run) as ``MODEL_COLUMNS`` rows, source
-    "standalone" (arm and identity_mode: "standalone"/"identity")."""
-    last = runs[runs["epoch"] == runs.groupby(["model", "seed"])["epoch"].transform("max")]
-    last = last.drop_duplicates(["model", "seed"])
-    return _model_rows(last["model"], last["arch"], last["heldout_acc"], recipe.eval_images, source="standalone",
-                       arm="standalone", identity_mode="identity", seed=last["seed"].to_numpy())
+def _heldout(recipe, data_seed: int):
+    data = standalone_data(recipe, data_seed)
+    return data, list(data.heldout_loader)
 
 
-def oneshot_ranking_scores(supernets: Mapping[tuple, object], archs: Mapping[str, Architecture], data,
+def standalone_scores(runs: pd.DataFrame, recipe, data_seeds: Sequence[int], device: str = "cpu") -> pd.DataFrame:
+    """The trained stand-alone models (``standalone_runs``' folders) scored on the held-out set of every data
+    seed in ``data_seeds`` (the supernets' seeds), ``MODEL_COLUMNS`` rows with source "standalone"."""
+    import torch
+
+    from .evaluation import accuracy
+    from .models import build_model
+
+    recipe = _check_recipe(recipe)
+    last = runs.drop_duplicates(["model", "seed"])[["model", "arch", "seed", "folder"]]
+    parts = []
+    for ds in dict.fromkeys(int(d) for d in data_seeds):
+        data, heldout = _heldout(recipe, ds)
+        accs = []
+        for r in last.itertuples():
+            model = build_model(Architecture.parse(r.arch), num_classes=data.num_classes, width_mult=recipe.width,
+                                small_input=data.small_input, identity_mode="identity")
+            model.load_state_dict(torch.load(f"{r.folder}/model.pt", map_location=device, weights_only=True))
+            model.to(device).eval()
+            with torch.no_grad():
+                accs.append(accuracy(model, heldout, device)[0])
+        n = sum(int(y.numel()) for _, y in heldout)
+        parts.append(_model_rows(last["model"], last["arch"], accs, n, source="standalone", arm="standalone",
+                                 identity_mode="identity", seed=last["seed"].to_numpy(), data_seed=ds))
+    return pd.concat(parts, ignore_index=True)
+
+
+def oneshot_ranking_scores(supernets: Mapping[tuple, object], archs: Mapping[str, Architecture],
                            device: str = "cpu") -> pd.DataFrame:
     """One-shot held-out accuracy of every named architecture from each supernet, ``MODEL_COLUMNS`` rows.
 
-    ``supernets``: ``{(arm, identity_mode, seed): Supernet}``; ``data``: ``common_data(recipe)``. Scored by
-    ``evaluation.score_paths`` (BN recalibrated per path on the data's calibration batches).
+    ``supernets``: ``{(arm, identity_mode, seed): cache.SupernetRun}``. A model the trainer scored at the last
+    epoch (notebook 2's fixed paths) keeps that score; any other is scored now by ``evaluation.score_paths``
+    on the recipe's own data (the same calibration and held-out images the trainer used).
     """
     from .evaluation import score_paths
 
-    heldout = list(data.heldout_loader)
     parts = []
-    for (arm, mode, seed), net in supernets.items():
-        s = score_paths(net, list(archs.values()), data.calib_batches, heldout, device=device)
-        parts.append(_model_rows(list(archs), s["arch"], s["heldout_acc"], s["n_images"].iloc[0],
-                                 source="oneshot", arm=arm, identity_mode=mode, seed=seed))
+    for (arm, mode, seed), run in supernets.items():
+        ev = run.evals[run.evals["epoch"] == run.evals["epoch"].max()] if len(run.evals) else run.evals
+        found = {a: (acc, n) for a, acc, n in zip(ev.get("arch", []), ev.get("heldout_acc", []), ev.get("n_images", []))}
+        missing = [str(a) for a in archs.values() if str(a) not in found]
+        if missing:
+            data = run.recipe.data()
+            s = score_paths(run.supernet, missing, data.calib_batches, list(data.heldout_loader), device=device)
+            found.update({a: (acc, n) for a, acc, n in zip(s["arch"], s["heldout_acc"], s["n_images"])})
+        accs = [found[str(a)][0] for a in archs.values()]
+        n_images = {int(found[str(a)][1]) for a in archs.values()}
+        if len(n_images) != 1:
+            raise ValueError(f"supernet {(arm, mode, seed)}: models scored on different numbers of images {n_images}")
+        parts.append(_model_rows(list(archs), list(archs.values()), accs, n_images.pop(), source="oneshot", arm=arm,
+                                 identity_mode=mode, seed=seed, data_seed=run.recipe.seed))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -216,12 +251,25 @@ def rank_statistics(oneshot: np.ndarray, standalone: np.ndarray, num_identity: n
 
 
 def _pivot(models: pd.DataFrame):
-    """(one-shot table, stand-alone matrix) aligned on the models both sources have."""
-    sa = models[models["source"] == "standalone"].pivot_table(index="model", columns="seed", values="heldout_acc")
+    """(one-shot rows, stand-alone accuracies indexed by (data_seed, model) with one column per seed)."""
+    sa = models[models["source"] == "standalone"].pivot_table(index=["data_seed", "model"], columns="seed",
+                                                              values="heldout_acc")
     one = models[models["source"] == "oneshot"]
     if sa.isna().any().any():
         raise ValueError("every stand-alone model needs every stand-alone seed (a run is missing)")
     return one, sa
+
+
+def _supernets(models: pd.DataFrame):
+    """Per supernet: key, its one-shot rows (indexed by model) and the stand-alone matrix on its data seed."""
+    one, sa = _pivot(models)
+    for key, g in one.groupby(["arm", "identity_mode", "seed"], sort=False):
+        ds = g["data_seed"].iloc[0]
+        if ds not in sa.index.get_level_values(0):
+            raise ValueError(f"no stand-alone scores on the held-out set of data seed {ds} (supernet {key})")
+        sa_ds = sa.loc[ds]
+        g = g.set_index("model").loc[[m for m in g["model"] if m in sa_ds.index]]
+        yield key, g, sa_ds.loc[g.index].to_numpy(float)
 
 
 def ranking_table(models: pd.DataFrame, top_k: int = 10, n_resamples: int = 2000, seed: int = 0,
@@ -235,13 +283,10 @@ def ranking_table(models: pd.DataFrame, top_k: int = 10, n_resamples: int = 2000
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    one, sa = _pivot(models)
     rows = []
     rng = np.random.default_rng(seed)
     alpha = (1 - confidence) / 2
-    for (arm, mode, s), g in one.groupby(["arm", "identity_mode", "seed"], sort=False):
-        g = g.set_index("model").loc[[m for m in g["model"] if m in sa.index]]
-        y_all = sa.loc[g.index].to_numpy(float)
+    for (arm, mode, s), g, y_all in _supernets(models):
         x, k_id = g["heldout_acc"].to_numpy(float), g["num_identity"].to_numpy(float)
         n, n_seeds = y_all.shape
         point = rank_statistics(x, y_all.mean(1), k_id, top_k)
@@ -270,13 +315,11 @@ def tau_by_size(models: pd.DataFrame, sizes: Sequence[int] = (5, 8, 13, 20, 30),
     """
     from scipy import stats
 
-    one, sa = _pivot(models)
     rng = np.random.default_rng(seed)
     alpha = (1 - confidence) / 2
     rows = []
-    for (arm, mode, s), g in one.groupby(["arm", "identity_mode", "seed"], sort=False):
-        g = g.set_index("model").loc[[m for m in g["model"] if m in sa.index]]
-        x, y = g["heldout_acc"].to_numpy(float), sa.loc[g.index].to_numpy(float).mean(1)
+    for (arm, mode, s), g, y_all in _supernets(models):
+        x, y = g["heldout_acc"].to_numpy(float), y_all.mean(1)
         for size in sizes:
             if size > len(x) or size < 3:
                 continue

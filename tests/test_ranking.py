@@ -12,11 +12,12 @@ from scarlet_lib.space import SPACE_NO_SE, Architecture
 def _models(oneshot: dict, standalone: np.ndarray, archs) -> pd.DataFrame:
     """MODEL_COLUMNS rows: ``oneshot`` {(arm, mode, seed): accuracies}, ``standalone`` (models x seeds)."""
     names = [f"path {i}" for i in range(len(archs))]
-    parts = [ranking._model_rows(names, archs, acc, 1000, source="oneshot", arm=a, identity_mode=m, seed=s)
-             for (a, m, s), acc in oneshot.items()]
-    for j in range(standalone.shape[1]):
-        parts.append(ranking._model_rows(names, archs, standalone[:, j], 1000, source="standalone",
-                                         arm="standalone", identity_mode="identity", seed=j))
+    parts = [ranking._model_rows(names, archs, acc, 1000, source="oneshot", arm=a, identity_mode=m, seed=s,
+                                 data_seed=s) for (a, m, s), acc in oneshot.items()]
+    for ds in sorted({s for _, _, s in oneshot}):
+        for j in range(standalone.shape[1]):
+            parts.append(ranking._model_rows(names, archs, standalone[:, j], 1000, source="standalone",
+                                             arm="standalone", identity_mode="identity", seed=j, data_seed=ds))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -157,7 +158,32 @@ def test_standalone_runs_are_cached_and_scored_on_the_common_heldout_set(tmp_pat
     assert len(runs) == 2 * 2 * 2 and runs["heldout_acc"].between(0, 1).all()
     again = ranking.standalone_runs(recipe, archs, settings, cache_dir=tmp_path, processes=1)
     pd.testing.assert_frame_equal(runs, again)
-    scores = ranking.standalone_scores(runs, recipe)
-    assert len(scores) == 4 and (scores["n_images"] == 64).all()
+    scores = ranking.standalone_scores(runs, recipe, data_seeds=[0, 1])
+    assert len(scores) == 2 * 2 * 2 and (scores["n_images"] == 64).all()
     assert list(scores.columns) == list(ranking.MODEL_COLUMNS)
     assert Architecture.parse(scores["arch"].iloc[0]) in archs.values()
+    # on data seed 0 (the held-out set training reported on) the reloaded models give the last epoch's accuracy
+    last = runs[runs["epoch"] == 1].set_index(["model", "seed"])["heldout_acc"]
+    on0 = scores[scores["data_seed"] == 0].set_index(["model", "seed"])["heldout_acc"]
+    pd.testing.assert_series_equal(on0.sort_index(), last.sort_index(), check_names=False)
+
+
+def test_oneshot_scores_reuse_the_trainers_last_epoch_and_score_the_rest_on_the_same_images(tmp_path):
+    from scarlet_lib import cache
+    from scarlet_lib.evaluation import score_paths
+
+    recipe = SupernetRecipe(space="no_se", width=0.25, batch_size=8, epochs=1, steps_per_epoch=2, eval_images=64,
+                            eval_paths=9, lr=0.05, warmup_steps=0)
+    run = cache.supernet_run(recipe, cache_dir=tmp_path)
+    archs = dict(list(ranking.ranking_archs(recipe, 9).items())[:3])
+    extra = SPACE_NO_SE.sample_uniform(np.random.default_rng(5))
+    archs["extra"] = extra
+    scores = ranking.oneshot_ranking_scores({("calibrated", "identity", 0): run}, archs)
+    last = run.evals[run.evals["epoch"] == run.evals["epoch"].max()].set_index("arch")["heldout_acc"]
+    got = scores.set_index("model")["heldout_acc"]
+    for name in list(archs)[:3]:
+        assert got[name] == last[str(archs[name])]
+    data = recipe.data()
+    direct = score_paths(run.supernet, [extra], data.calib_batches, list(data.heldout_loader))
+    assert got["extra"] == pytest.approx(direct["heldout_acc"].iloc[0])
+    assert (scores["data_seed"] == 0).all() and (scores["n_images"] == 64).all()
