@@ -23,20 +23,17 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
+import functools
 
-if not os.environ.get("DISPLAY") and "ipykernel" not in matplotlib.get_backend().lower() \
-        and "inline" not in matplotlib.get_backend().lower():
-    matplotlib.use("Agg")  # headless default; notebooks keep their inline backend
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch, Rectangle  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
 
-from .artifacts import FIGURE_FORMATS, output_dir  # noqa: E402
-from .space import CHOICES, LAYERS, NUM_LAYERS, Architecture  # noqa: E402
+from .artifacts import FIGURE_FORMATS, output_dir
+from .space import CHOICES, LAYERS, NUM_LAYERS, Architecture
 
 __all__ = [
     "save_figure", "KERNEL_COLOURS", "MODE_COLOURS", "layer_geometry", "draw_architecture", "figure4",
@@ -52,12 +49,18 @@ MODE_LABELS = {"identity": "identity", "let": "LET (linear)", "let_relu": "LET +
                "folded": "folded stand-alone"}
 
 
-def _style():
-    plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5,
-                         "figure.dpi": 100, "axes.spines.top": False, "axes.spines.right": False})
+# the suite's look, applied inside each figure function only (a caller's own rcParams are left alone)
+STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5, "figure.dpi": 100,
+         "axes.spines.top": False, "axes.spines.right": False}
 
 
-_style()
+def _styled(fn):
+    """Run a figure function under ``plt.rc_context(STYLE)``."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def save_figure(fig, name: str, out_dir: str | os.PathLike, formats: Sequence[str] = FIGURE_FORMATS,
@@ -99,6 +102,7 @@ def layer_geometry(input_size: int = 224, width_mult: float = 1.0, small_input: 
     return pd.DataFrame(rows)
 
 
+@_styled
 def draw_architecture(arch, ax=None, title: str | None = None, input_size: int = 224, width_mult: float = 1.0,
                       small_input: bool = False, show_tokens: bool = True, legend: bool = False):
     """Draw one architecture as a row of blocks in the paper's Figure 4 style; returns the axes.
@@ -161,6 +165,7 @@ def architecture_legend_handles():
                Line2D([], [], ls="--", color="0.45", label="downsampling")])
 
 
+@_styled
 def figure4(archs: Mapping[str, object], costs: Mapping[str, tuple[float, float]] | None = None,
             input_size: int = 224, width_mult: float = 1.0, small_input: bool = False):
     """Several architectures stacked, one row each (paper Figure 4). ``costs``: name -> (MAdds M, params M)."""
@@ -186,6 +191,7 @@ def _mode_label(m):
     return MODE_LABELS.get(m, str(m))
 
 
+@_styled
 def figure1(summary: pd.DataFrame, last: pd.DataFrame, chance: float, eval_table: pd.DataFrame | None = None,
             verdict: tuple[bool, str] | None = None, threshold: float | None = None, block_name: str = "epoch"):
     """Paper Figure 1 with the extra controls the issue asks for, as one 2x3 figure.
@@ -286,6 +292,7 @@ def figure1(summary: pd.DataFrame, last: pd.DataFrame, chance: float, eval_table
     return fig
 
 
+@_styled
 def figure1_histograms(last: pd.DataFrame, chance: float):
     """Paper Figure 1 bottom alone: histograms of last-block path accuracies, one panel per mode."""
     modes = [m for m in ("identity", "let", "let_relu") if m in set(last["mode"])]
@@ -300,6 +307,7 @@ def figure1_histograms(last: pd.DataFrame, chance: float):
     return fig
 
 
+@_styled
 def figure1_scores(scores: pd.DataFrame, chance: float, epoch: int | None = None, far_below_points: float = 0.2,
                    verdicts: pd.DataFrame | None = None):
     """Paper Figure 1 bottom from proper one-shot scores: per arm, identity vs LET histograms over seeds.
@@ -350,6 +358,7 @@ def figure1_scores(scores: pd.DataFrame, chance: float, epoch: int | None = None
 VERDICT_COLOURS = {"reproduced": "#55A868", "not reproduced": "#C44E52", "uninformative at this scale": "0.55"}
 
 
+@_styled
 def effects_figure(effects: pd.DataFrame, verdicts: pd.DataFrame | None = None):
     """Forest plot per claim (C1-C3): LET - identity estimate and interval per arm, zero line, verdicts.
 
@@ -409,6 +418,7 @@ def effects_figure(effects: pd.DataFrame, verdicts: pd.DataFrame | None = None):
 # Figure 3: ReLU vs linear LET ablation (stand-alone training curves)
 # ------------------------------------------------------------------------------------------------
 
+@_styled
 def figure3(curves: pd.DataFrame, value: str = "acc", split_col: str = "split", gaps: pd.DataFrame | None = None,
             chance: float | None = None, verdict: tuple[bool, str] | None = None):
     """Training curves per arm (mean ± s.d. over seeds, thin lines = seeds), one panel per split.
@@ -494,6 +504,7 @@ def _map_strip(maps: np.ndarray, chans: Sequence[int], gap_px: int, scale: int) 
     return np.concatenate(strip, axis=1), zero
 
 
+@_styled
 def figure5(grids: Mapping[str, Mapping[int, object]], similarity: Mapping[str, pd.DataFrame] | None = None,
             channels: int = 8, title: str = "", image_index: int = 0, channel_start: int = 0, cell: float = 1.0):
     """Feature-map grids, the modes side by side: a row per choice, a column per channel.
@@ -575,6 +586,7 @@ def figure5_pages(grids: Mapping[str, Mapping[int, object]], similarity: Mapping
     return pages
 
 
+@_styled
 def figure5_similarity(pairs: pd.DataFrame, title: str = ""):
     """Choice-by-choice similarity matrices: a row per layer, channel-matched cosine and linear CKA per mode.
 
@@ -630,6 +642,7 @@ def _front_mask(acc: np.ndarray, madds: np.ndarray, params: np.ndarray | None = 
     return mask
 
 
+@_styled
 def pareto_fronts(history: pd.DataFrame, references: Mapping[str, tuple[float, float]] | None = None,
                   picked: pd.DataFrame | None = None, acc: str = "acc", madds: str = "madds_m",
                   params: str = "params_m", generation: str = "generation", n_generations: int = 5):
@@ -679,6 +692,7 @@ def pareto_fronts(history: pd.DataFrame, references: Mapping[str, tuple[float, f
 # LET equivalence (notebook 1): measured errors
 # ------------------------------------------------------------------------------------------------
 
+@_styled
 def let_errors(checks: pd.DataFrame, study: pd.DataFrame | None = None, tol: float = 1e-12):
     """Relative errors of the LET folds (log scale), exact cases vs the ones the math says fail.
 
@@ -720,6 +734,7 @@ def let_errors(checks: pd.DataFrame, study: pd.DataFrame | None = None, tol: flo
     return fig
 
 
+@_styled
 def cost_scatter(table: pd.DataFrame, hue: str = "source", madds: str = "madds_m", params: str = "params_m"):
     """Parameters vs MAdds of a table of architectures, coloured by ``hue`` (e.g. where each came from)."""
     import seaborn as sns
@@ -734,6 +749,7 @@ def cost_scatter(table: pd.DataFrame, hue: str = "source", madds: str = "madds_m
     return fig
 
 
+@_styled
 def figure1_running(log: pd.DataFrame, chance: float, block_steps: int | None = None):
     """The paper's Figure 1 top, literally: running training accuracy of the sampled paths per block, per arm.
 
@@ -770,6 +786,7 @@ def figure1_running(log: pd.DataFrame, chance: float, block_steps: int | None = 
     return fig
 
 
+@_styled
 def oneshot_strata(scores: pd.DataFrame, chance: float):
     """Held-out one-shot scores by number of identity choices (x) and identity at a shape-changing layer
     (rows), identity vs LET supernet, one column per arm."""
@@ -794,6 +811,7 @@ def oneshot_strata(scores: pd.DataFrame, chance: float):
     return fig
 
 
+@_styled
 def ranking_scatter(models: pd.DataFrame, seed: int | None = None):
     """One-shot vs stand-alone held-out accuracy of the ranked models, one panel per arm, identity and LET
     supernet of one ``seed`` (default: the first) in colour; error bars = range over stand-alone seeds.
@@ -824,6 +842,7 @@ def ranking_scatter(models: pd.DataFrame, seed: int | None = None):
     return fig
 
 
+@_styled
 def tau_by_size_figure(table: pd.DataFrame):
     """Kendall tau of random subsets of n models (median and central interval over subsets, seeds pooled
     as separate lines) against n, per arm: how much a tau on 13 models can vary. ``table`` from
@@ -847,6 +866,7 @@ def tau_by_size_figure(table: pd.DataFrame):
     return fig
 
 
+@_styled
 def standalone_curves(runs: pd.DataFrame):
     """Held-out accuracy per epoch of every stand-alone run (thin) and their mean (thick): the plateau the
     ranking gate checks. ``runs`` from ``ranking.standalone_runs``."""

@@ -152,3 +152,26 @@ def test_pareto_front_mask_matches_brute_force():
     F = np.column_stack([-acc, madds, -params])
     brute = [not any(np.all(F[j] <= F[i]) and np.any(F[j] < F[i]) for j in range(40)) for i in range(40)]
     assert mask.tolist() == brute
+
+
+def test_importing_plots_changes_no_global_matplotlib_setting():
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; b = matplotlib.get_backend(); import matplotlib.pyplot as plt; "
+            "before = dict(plt.rcParams); import scarlet_lib.plots; "
+            "assert dict(plt.rcParams) == before; assert matplotlib.get_backend() == b; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_figures_get_the_suite_style_without_leaking_it():
+    import matplotlib.pyplot as plt
+
+    from scarlet_lib import plots
+
+    before = plt.rcParams["axes.spines.top"]
+    fig = plots.draw_architecture([0] * 19).figure
+    assert fig.axes[0].spines["top"].get_visible() is False
+    assert plt.rcParams["axes.spines.top"] == before
+    plt.close(fig)
