@@ -24,7 +24,8 @@ from .models import PUBLISHED
 from .space import Architecture
 
 __all__ = ["StandaloneSettings", "STANDALONE_CODE", "ranking_archs", "standalone_data", "standalone_runs",
-           "standalone_scores", "oneshot_ranking_scores", "rank_statistics", "ranking_table", "tau_by_size",
+           "standalone_scores", "oneshot_ranking_scores", "rank_statistics", "ranking_table", "reference_agreement",
+           "tau_by_size",
            "ranking_gates", "ranking_effects", "RANKING_CLAIMS", "RANKING_COLUMNS", "MODEL_COLUMNS",
            "settings_dict"]
 
@@ -305,6 +306,45 @@ def ranking_table(models: pd.DataFrame, top_k: int = 10, n_resamples: int = 2000
     return pd.DataFrame(rows, columns=list(RANKING_COLUMNS))
 
 
+def reference_agreement(models: pd.DataFrame, n_resamples: int = 2000, seed: int = 0,
+                        confidence: float = 0.95) -> pd.DataFrame:
+    """How well the stand-alone reference ranks itself: Kendall tau between two stand-alone training seeds
+    of the same models, on each data seed's held-out set (averaged over seed pairs), with a percentile
+    bootstrap interval over models.
+
+    This is the ceiling of any one-shot tau: a reference whose own seeds disagree cannot be matched better
+    by a supernet, so a low one-shot tau then says nothing about the supernet. Rows in ``RANKING_COLUMNS``
+    with ``arm="standalone"``, ``identity_mode=""``, ``seed`` = the data seed and ``statistic =
+    "seed_to_seed_tau"``.
+    """
+    from itertools import combinations
+
+    from scipy import stats
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    _, sa = _pivot(models)
+    if sa.shape[1] < 2:
+        raise ValueError(f"the seed-to-seed agreement needs >= 2 stand-alone seeds, got {sa.shape[1]}")
+    rng = np.random.default_rng(seed)
+    alpha = (1 - confidence) / 2
+
+    def tau(y):
+        return float(np.mean([stats.kendalltau(y[:, i], y[:, j]).statistic
+                              for i, j in combinations(range(y.shape[1]), 2)]))
+
+    rows = []
+    for ds in dict.fromkeys(sa.index.get_level_values(0)):
+        y = sa.loc[ds].to_numpy(float)
+        n = y.shape[0]
+        boot = np.asarray([tau(y[rng.integers(n, size=n)]) for _ in range(n_resamples)], float)
+        boot = boot[np.isfinite(boot)]
+        lo, hi = (np.quantile(boot, [alpha, 1 - alpha]) if boot.size else (np.nan, np.nan))
+        rows.append({"arm": "standalone", "identity_mode": "", "seed": int(ds), "statistic": "seed_to_seed_tau",
+                     "estimate": tau(y), "ci_low": float(lo), "ci_high": float(hi), "n_models": n})
+    return pd.DataFrame(rows, columns=list(RANKING_COLUMNS))
+
+
 def tau_by_size(models: pd.DataFrame, sizes: Sequence[int] = (5, 8, 13, 20, 30), n_subsets: int = 1000,
                 seed: int = 0, confidence: float = 0.95) -> pd.DataFrame:
     """Kendall tau of random subsets of ``size`` models, per supernet: what ranking 13 models can show.
@@ -333,11 +373,16 @@ def tau_by_size(models: pd.DataFrame, sizes: Sequence[int] = (5, 8, 13, 20, 30),
 
 
 def ranking_gates(models: pd.DataFrame, runs: pd.DataFrame, chance: float, margin: float = 0.15,
-                  fraction: float = 0.2, tolerance: float = 0.02) -> pd.DataFrame:
+                  fraction: float = 0.2, tolerance: float = 0.02, reference: pd.DataFrame | None = None,
+                  min_reference_tau: float = 0.5) -> pd.DataFrame:
     """Whether each supernet's taus can be read: its mean one-shot accuracy on the ranked models is at least
-    ``margin`` above chance, and every stand-alone run is at a plateau (``analysis.plateau_check`` over its
-    per-epoch held-out accuracy, training counted from epoch -1). Columns: ``arm, identity_mode, seed,
-    mean_acc, above_chance, standalone_plateau, worst_standalone_gain, readable``."""
+    ``margin`` above chance, every stand-alone run is at a plateau (``analysis.plateau_check`` over its
+    per-epoch held-out accuracy, training counted from epoch -1) and, given ``reference``
+    (``reference_agreement``), the stand-alone seeds agree with each other on that supernet's data seed at
+    tau >= ``min_reference_tau``. Columns: ``arm, identity_mode, seed, mean_acc, above_chance,
+    standalone_plateau, worst_standalone_gain, reference_tau, reference_reliable, readable``."""
+    if not -1 <= min_reference_tau <= 1:
+        raise ValueError(f"min_reference_tau must be in [-1, 1], got {min_reference_tau!r}")
     gains = [plateau_check(r, "heldout_acc", fraction, tolerance, x="epoch", start=-1)[0]
              for _, r in runs.groupby(["model", "seed"])]
     gains = np.asarray(gains, float)
@@ -349,7 +394,15 @@ def ranking_gates(models: pd.DataFrame, runs: pd.DataFrame, chance: float, margi
     out["above_chance"] = out["mean_acc"] >= chance + margin
     out["standalone_plateau"] = sa_flat
     out["worst_standalone_gain"] = worst
-    out["readable"] = out["above_chance"] & sa_flat
+    data_seed = one.groupby(["arm", "identity_mode", "seed"], sort=False)["data_seed"].first().to_numpy()
+    if reference is None:
+        out["reference_tau"] = np.nan
+        out["reference_reliable"] = True
+    else:
+        ref = reference[reference["statistic"] == "seed_to_seed_tau"].set_index("seed")["estimate"]
+        out["reference_tau"] = [float(ref.get(ds, np.nan)) for ds in data_seed]
+        out["reference_reliable"] = out["reference_tau"] >= min_reference_tau
+    out["readable"] = out["above_chance"] & sa_flat & out["reference_reliable"]
     return out
 
 
@@ -378,7 +431,9 @@ def ranking_effects(table: pd.DataFrame, gates: pd.DataFrame, confidence: float 
                     p for p, bad in (("one-shot mean %.1f%% not well above chance" % (100 * r.mean_acc),
                                       not r.above_chance),
                                      ("stand-alone models not at a plateau (worst last-fifth gain %+.1f points)"
-                                      % (100 * r.worst_standalone_gain), not r.standalone_plateau)) if bad)
+                                      % (100 * r.worst_standalone_gain), not r.standalone_plateau),
+                                     ("stand-alone seeds rank the models at tau %.2f with each other"
+                                      % r.reference_tau, not r.reference_reliable)) if bad)
                          for r in blocked.itertuples()]
                 verdict, reason = "uninformative at this scale", "; ".join(parts) + f". Not read: {shown}."
             elif ci["n"] < 3 or not np.isfinite(ci["low"]):

@@ -101,6 +101,42 @@ def test_gates_block_unless_above_chance_and_standalone_flat():
     assert not rising["standalone_plateau"].any() and not rising["readable"].any()
 
 
+def test_reference_agreement_is_the_seed_to_seed_tau_of_the_standalone_models():
+    archs = _archs(12)
+    rng = np.random.default_rng(3)
+    y0 = rng.uniform(0.3, 0.9, 12)
+    y1 = y0 + rng.normal(0, 0.1, 12)
+    same = _models({("a", "identity", 0): y0}, np.stack([y0, y0], 1), archs)
+    noisy = _models({("a", "identity", 0): y0}, np.stack([y0, y1], 1), archs)
+    r_same = ranking.reference_agreement(same, n_resamples=200)
+    r_noisy = ranking.reference_agreement(noisy, n_resamples=200).iloc[0]
+    assert r_same["estimate"].iloc[0] == pytest.approx(1.0)
+    assert r_noisy["estimate"] == pytest.approx(stats.kendalltau(y0, y1).statistic)
+    assert r_noisy["ci_low"] <= r_noisy["estimate"] <= r_noisy["ci_high"]
+    assert list(r_same.columns) == list(ranking.RANKING_COLUMNS) and r_same["arm"].iloc[0] == "standalone"
+    three = _models({("a", "identity", 0): y0}, np.stack([y0, y1, y0], 1), archs)  # mean over the 3 seed pairs
+    hand = (2 * stats.kendalltau(y0, y1).statistic + 1.0) / 3
+    assert ranking.reference_agreement(three, n_resamples=50)["estimate"].iloc[0] == pytest.approx(hand)
+    with pytest.raises(ValueError, match=">= 2 stand-alone seeds"):
+        ranking.reference_agreement(_models({("a", "identity", 0): y0}, y0[:, None], archs))
+
+
+def test_gates_block_when_the_standalone_seeds_do_not_agree_with_each_other():
+    archs = _archs(12)
+    rng = np.random.default_rng(4)
+    sa = rng.uniform(0.3, 0.9, (12, 2))  # two independent seeds: the reference is noise
+    models = _models({("a", "identity", 0): sa[:, 0], ("a", "let", 0): sa[:, 0]}, sa, archs)
+    ref = ranking.reference_agreement(models, n_resamples=50)
+    runs = _runs(0.0)
+    gates = ranking.ranking_gates(models, runs, chance=0.1, reference=ref, min_reference_tau=0.5)
+    assert not gates["reference_reliable"].any() and not gates["readable"].any()
+    assert ranking.ranking_gates(models, runs, chance=0.1, reference=ref, min_reference_tau=-1.0)["readable"].all()
+    table = ranking.ranking_table(models, n_resamples=20)
+    effects = ranking.ranking_effects(table, gates)
+    assert (effects["verdict"] == "uninformative at this scale").all()
+    assert effects["reason"].str.contains("stand-alone seeds rank the models at tau").all()
+
+
 def _table(diffs: dict, arm="a") -> pd.DataFrame:
     rows = []
     for seed, d in diffs.items():
@@ -112,7 +148,8 @@ def _table(diffs: dict, arm="a") -> pd.DataFrame:
 
 def _gates(readable=True, seeds=(0, 1, 2), arm="a"):
     return pd.DataFrame([{"arm": arm, "identity_mode": m, "seed": s, "mean_acc": 0.6, "above_chance": readable,
-                          "standalone_plateau": True, "worst_standalone_gain": 0.0, "readable": readable}
+                          "standalone_plateau": True, "worst_standalone_gain": 0.0, "reference_tau": 0.8,
+                          "reference_reliable": True, "readable": readable}
                          for s in seeds for m in ("identity", "let")])
 
 
