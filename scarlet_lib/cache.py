@@ -6,7 +6,8 @@ change of either makes a new entry. Entries are written to a temporary folder an
 so an interrupted run never leaves a half-written entry behind.
 
 Layout: ``<root>/<kind>/<key>/`` holding whatever the producer wrote plus ``cache.json`` (the key's
-parameters; written last, it marks a complete entry).
+parameters; written last, it marks a complete entry). An entry that cannot be read back (a file corrupted
+or truncated after the fact) is treated as a miss: it is removed, with a warning naming it, and rebuilt.
 The default root is ``runs/cache`` in the repository (git-ignored), or ``$SCARLET_CACHE``.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -79,6 +81,27 @@ class Cache:
     def has(self, params: Mapping[str, Any]) -> bool:
         return (self.path(params) / MARKER).exists()
 
+    def discard(self, params: Mapping[str, Any], reason: str) -> None:
+        """Remove an unreadable entry (moved aside first, so no reader sees half of it), with a warning."""
+        final = self.path(params)
+        warnings.warn(f"cache entry {final} cannot be read ({reason}); it is removed and will be rebuilt",
+                      RuntimeWarning, stacklevel=3)
+        if final.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".discarded-{final.name}-", dir=final.parent))
+            os.replace(final, aside)  # onto the empty folder just made: atomic
+            shutil.rmtree(aside, ignore_errors=True)
+
+    def load(self, params: Mapping[str, Any], create: Callable[[Path], None], read: Callable[[Path], Any]):
+        """``read(folder)`` of the entry, created first if missing; an entry ``read`` fails on is rebuilt once."""
+        folder, created = self.get_or_create(params, create)
+        try:
+            return read(folder)
+        except Exception as e:  # any failure to read a file back: the entry is damaged
+            if created:
+                raise
+            self.discard(params, f"{type(e).__name__}: {e}")
+        return read(self.get_or_create(params, create)[0])
+
     def get_or_create(self, params: Mapping[str, Any], create: Callable[[Path], None]) -> tuple[Path, bool]:
         """The entry's folder, calling ``create(tmp_folder)`` to fill it if missing.
 
@@ -121,10 +144,13 @@ def cost_table(root: str | os.PathLike | None = None, **kwargs):
         np.savez(folder / "table.npz", fixed=np.array([t.fixed_madds, t.fixed_params], dtype=np.int64),
                  layer_madds=t.layer_madds, layer_params=t.layer_params)
 
-    folder, _ = cache.get_or_create(kwargs, create)
-    with np.load(folder / "table.npz") as z:
-        fixed = z["fixed"]
-        return profiling.CostTable(int(fixed[0]), int(fixed[1]), z["layer_madds"].copy(), z["layer_params"].copy())
+    def read(folder: Path):
+        with np.load(folder / "table.npz") as z:
+            fixed = z["fixed"]
+            return profiling.CostTable(int(fixed[0]), int(fixed[1]), z["layer_madds"].copy(),
+                                       z["layer_params"].copy())
+
+    return cache.load(kwargs, create, read)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -208,6 +234,35 @@ def _train_into_cache(recipe, device: str, cache_dir, progress: bool = False) ->
     return str(folder)
 
 
+def _read_supernet_entry(cache: Cache, recipe, device: str, created: bool, fresh: bool = False) -> SupernetRun | None:
+    """The cached run of ``recipe``, or None if absent; a damaged entry is discarded (warning) and None returned.
+
+    ``fresh``: the entry was just trained, so failing to read it is an error, not a miss.
+    """
+    import pandas as pd
+
+    from .models import read_torch_file
+
+    key = _supernet_key(recipe, device)
+    folder = cache.path(key)
+    if not cache.has(key):
+        if fresh:
+            raise RuntimeError(f"training {recipe} left no complete cache entry in {folder}")
+        return None
+    try:
+        state = read_torch_file(folder / "supernet.pt", "cached supernet", map_location=device,
+                                keys=("model", "num_classes", "small_input"))
+        net = recipe.build(int(state["num_classes"]), bool(state["small_input"])).to(device)
+        net.load_state_dict(state["model"])
+        steps, evals = pd.read_csv(folder / "steps.csv"), pd.read_csv(folder / "evals.csv")
+    except Exception as e:  # any failure to read a file back: the entry is damaged
+        if fresh:
+            raise
+        cache.discard(key, f"{type(e).__name__}: {e}")
+        return None
+    return SupernetRun(net, steps, evals, recipe, folder, created)
+
+
 def supernet_run(recipe, device: str = "cpu", cache_dir: str | os.PathLike | None = None, train: bool = True,
                  progress: bool = False) -> SupernetRun | None:
     """The supernet of a ``recipes.SupernetRecipe``: from the cache, or trained now and cached.
@@ -215,26 +270,17 @@ def supernet_run(recipe, device: str = "cpu", cache_dir: str | os.PathLike | Non
     ``train=False`` returns None instead of training when the cache lacks the entry. The key is the recipe,
     the device and the source of the modules that train it. Training here uses ``recipes.TRAIN_THREADS``
     thread(s), as ``supernet_runs`` does in its workers, so an entry is the same however it was made.
+    An entry that cannot be read back is removed with a warning and counts as missing (trained again).
     """
-    import pandas as pd
-    import torch
-
     from .recipes import run_jobs
 
     recipe = _check_recipe(recipe)
     cache = _supernet_cache(cache_dir)
-    key = _supernet_key(recipe, device)
-    created = not cache.has(key)
-    if created and not train:
-        return None
-    if created:
-        run_jobs([(_train_into_cache, (recipe, device, cache_dir, progress))], processes=1)
-    folder = cache.path(key)
-    state = torch.load(folder / "supernet.pt", map_location=device, weights_only=True)
-    net = recipe.build(int(state["num_classes"]), bool(state["small_input"])).to(device)
-    net.load_state_dict(state["model"])
-    return SupernetRun(net, pd.read_csv(folder / "steps.csv"), pd.read_csv(folder / "evals.csv"), recipe, folder,
-                       created)
+    run = _read_supernet_entry(cache, recipe, device, created=False)
+    if run is not None or not train:
+        return run
+    run_jobs([(_train_into_cache, (recipe, device, cache_dir, progress))], processes=1)
+    return _read_supernet_entry(cache, recipe, device, created=True, fresh=True)
 
 
 def supernet_runs(recipes, device: str = "cpu", cache_dir: str | os.PathLike | None = None,
@@ -245,15 +291,14 @@ def supernet_runs(recipes, device: str = "cpu", cache_dir: str | os.PathLike | N
 
     recipes = [_check_recipe(r) for r in recipes]
     cache = _supernet_cache(cache_dir)
+    runs = [_read_supernet_entry(cache, r, device, created=False) for r in recipes]  # damaged entries: None
     missing, seen = [], set()
-    for r in recipes:
+    for r, run in zip(recipes, runs):
         k = cache_key(_supernet_key(r, device), cache.code)
-        if not cache.has(_supernet_key(r, device)) and k not in seen:
+        if run is None and k not in seen:
             seen.add(k)
             missing.append(r)
     run_jobs([(_train_into_cache, (r, device, cache_dir)) for r in missing],
              processes=default_processes() if processes is None else processes)
-    runs = [supernet_run(r, device, cache_dir, train=False) for r in recipes]
-    for run in runs:
-        run.created = any(run.recipe == r for r in missing)
-    return runs
+    return [run if run is not None else _read_supernet_entry(cache, r, device, created=True, fresh=True)
+            for r, run in zip(recipes, runs)]

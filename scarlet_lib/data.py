@@ -33,12 +33,20 @@ accuracy after 275 steps for seeds 0-2 (LET), where the released init with ``"me
 CIFAR-10/100 come from torchvision (``download=True`` only when asked; offline, the error says where
 the files go). Any ``ImageFolder`` tree works too (ImageNet: ``<root>/train/<wnid>/*.JPEG``), with a
 seeded held-out split of the training images (a fraction, or a count such as the paper's 50k).
+
+Unreadable images in an image folder never cost an epoch. Policy: when the dataset is built, every image
+file's header is checked (``image_header_problem``: PIL ``Image.verify``, no decoding); files that fail are
+left out, all named in one warning. A file that passes the check but still cannot be decoded when read (a
+truncated JPEG) is skipped at read time (``SkipUnreadable``): its sample is replaced by the next readable
+image of the same split and the file is named in a warning, once. ``scarlet-validate`` instead refuses such
+a folder (its accuracy must count every image).
 """
 from __future__ import annotations
 
 import hashlib
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -48,7 +56,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 __all__ = [
-    "DATASETS", "DataError", "DataBundle", "get_data", "generate_gratings", "GratingSpec", "GRATING_DIFFICULTIES",
+    "DATASETS", "DataError", "UnreadableImage", "DataBundle", "get_data", "read_image", "image_header_problem",
+    "scan_image_folder", "describe_unreadable", "SkipUnreadable", "generate_gratings", "GratingSpec", "GRATING_DIFFICULTIES",
     "grating_spec", "GratingDataset", "EpochBatchSampler",
     "check_input_size", "min_image_size", "default_data_root", "derive_seed", "holdout_split", "CALIBRATION",
 ]
@@ -95,6 +104,96 @@ CALIBRATION: dict[str, str] = {
 
 class DataError(ValueError):
     """Bad dataset request: unknown name, missing files, unusable image size or split."""
+
+
+class UnreadableImage(DataError):
+    """An image file that cannot be decoded (corrupt, truncated, not an image); ``path`` names it."""
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+
+# -- image files -------------------------------------------------------------------------------------
+def read_image(path: str | os.PathLike):
+    """An image file as an RGB PIL image (torchvision's loader); any failure is an ``UnreadableImage`` naming it."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, zlib/struct errors on broken files
+        raise UnreadableImage(f"cannot read image {os.fspath(path)!r}: {type(e).__name__}: {e}", os.fspath(path)) from e
+
+
+def image_header_problem(path: str | os.PathLike) -> str | None:
+    """Why PIL cannot read the header of ``path`` (``Image.verify``: headers and PNG checksums, no decoding), or None."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Exception as e:  # any failure means the file is not a readable image
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def scan_image_folder(folder: str | os.PathLike, transform=None, checked: dict | None = None, check: bool = True):
+    """A torchvision ``ImageFolder`` over ``folder`` that reads with ``read_image``, leaving out files whose header fails.
+
+    Returns ``(dataset, unreadable)``, ``unreadable`` mapping each left-out path to the reason. ``checked``
+    (path -> reason or None) carries the checks over to a second scan of the same files; ``check=False``
+    skips them (every file with an image extension is kept).
+    """
+    from torchvision import datasets
+    from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+
+    checked = {} if checked is None else checked
+
+    def valid(path: str) -> bool:
+        if not has_file_allowed_extension(path, IMG_EXTENSIONS):
+            return False
+        if check and path not in checked:
+            checked[path] = image_header_problem(path)
+        return checked.get(path) is None
+
+    dataset = datasets.ImageFolder(str(folder), transform=transform, loader=read_image, is_valid_file=valid)
+    return dataset, {p: reason for p, reason in checked.items() if reason is not None}
+
+
+def describe_unreadable(unreadable: dict, shown: int = 10) -> str:
+    """``unreadable`` (path -> reason) in one line: the count, then the first ``shown`` files with their reasons."""
+    items = list(unreadable.items())
+    return (f"{len(items)} unreadable image file(s): " + "; ".join(f"{p} ({why})" for p, why in items[:shown])
+            + (f"; ... ({len(items)} in all)" if len(items) > shown else ""))
+
+
+class SkipUnreadable(Subset):
+    """A ``Subset`` whose unreadable images are skipped at read time, so a bad file never costs the epoch.
+
+    An ``UnreadableImage`` sample is replaced by the next readable one of the subset (in index order,
+    wrapping round); the file is named in a warning once per process and not tried again.
+    """
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]):
+        super().__init__(dataset, indices)
+        self.unreadable: dict[int, str] = {}
+
+    def __getitem__(self, idx):
+        n = len(self.indices)
+        for k in range(n):
+            j = (idx + k) % n
+            if j in self.unreadable:
+                continue
+            try:
+                return self.dataset[self.indices[j]]
+            except UnreadableImage as e:
+                self.unreadable[j] = str(e)
+                warnings.warn(f"{e}; skipped: the next readable image takes its place", RuntimeWarning, stacklevel=2)
+        raise DataError(f"none of the {n} images can be read, e.g. {next(iter(self.unreadable.values()), '')}")
+
+    def __getitems__(self, indices: list[int]) -> list:
+        return [self[i] for i in indices]
 
 
 def derive_seed(*parts) -> int:
@@ -411,7 +510,8 @@ def get_data(name: str = "gratings", root: str | os.PathLike | None = None, imag
              batch_size: int = 64, holdout: float | int | None = None, seed: int = 0,
              small_input: bool | None = None, num_train: int = 10000, num_heldout: int = 2000,
              stream: bool = False, calib_batches: int = 4, download: bool = False, num_workers: int = 0,
-             augment: bool = True, difficulty: str | GratingSpec = "standard") -> DataBundle:
+             augment: bool = True, difficulty: str | GratingSpec = "standard",
+             check_images: bool = True) -> DataBundle:
     """Load a dataset by name and return a :class:`DataBundle`.
 
     Args:
@@ -432,6 +532,9 @@ def get_data(name: str = "gratings", root: str | os.PathLike | None = None, imag
         augment: random crop + flip for CIFAR and image-folder training images.
         difficulty: gratings only: a name of ``GRATING_DIFFICULTIES`` ("standard", "hard") or a
             ``GratingSpec``.
+        check_images: image folders: check every file's header up front and leave unreadable ones out
+            (one warning names them); False skips the check. Either way an image that fails when read is
+            skipped and named (see the module docstring).
     """
     key = str(name).lower().replace("-", "").replace("_", "")
     if key not in DATASETS:
@@ -462,11 +565,12 @@ def get_data(name: str = "gratings", root: str | os.PathLike | None = None, imag
     if stream:
         raise DataError("stream=True exists only for the generated 'gratings' dataset")
     train_full, eval_full, num_classes = (_cifar(key, root, image_size, download, augment) if key.startswith("cifar")
-                                          else _image_folder(root, image_size, augment))
+                                          else _image_folder(root, image_size, augment, check_images))
     train_idx, held_idx = holdout_split(len(train_full), 0.1 if holdout is None else holdout, seed)
-    train = Subset(train_full, train_idx)
-    heldout = Subset(eval_full, held_idx)
-    calib = _calibration_batches(Subset(eval_full, train_idx), batch_size, calib_batches, seed)
+    split = Subset if key.startswith("cifar") else SkipUnreadable  # image files: skip-and-report (module docstring)
+    train = split(train_full, train_idx)
+    heldout = split(eval_full, held_idx)
+    calib = _calibration_batches(split(eval_full, train_idx), batch_size, calib_batches, seed)
     return DataBundle(key, train, heldout, num_classes, calib_batches=calib, **common)
 
 
@@ -494,8 +598,8 @@ def _cifar(key: str, root: Path, image_size: int, download: bool, augment: bool)
     return train, plain, n
 
 
-def _image_folder(root: Path, image_size: int, augment: bool):
-    from torchvision import datasets, transforms as T
+def _image_folder(root: Path, image_size: int, augment: bool, check_images: bool = True):
+    from torchvision import transforms as T
 
     folder = root / "train" if (root / "train").is_dir() else root
     if not folder.is_dir():
@@ -506,11 +610,16 @@ def _image_folder(root: Path, image_size: int, augment: bool):
                          T.Normalize(mean, std)])
     train_tf = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor(),
                           T.Normalize(mean, std)]) if augment else eval_tf
+    checked: dict = {}
     try:
-        train = datasets.ImageFolder(str(folder), transform=train_tf)
-        plain = datasets.ImageFolder(str(folder), transform=eval_tf)
+        train, unreadable = scan_image_folder(folder, train_tf, checked, check_images)
+        plain, _ = scan_image_folder(folder, eval_tf, checked, check_images)
     except (FileNotFoundError, RuntimeError) as e:
-        raise DataError(f"no usable images in {folder}: expected one sub-folder per class holding images ({e})") from e
+        unreadable = {path: why for path, why in checked.items() if why is not None}
+        raise DataError(f"no usable images in {folder}: expected one sub-folder per class holding images ({e})"
+                        + (f"; {describe_unreadable(unreadable)}" if unreadable else "")) from e
+    if unreadable:
+        warnings.warn(f"{describe_unreadable(unreadable)}; left out of {folder}", RuntimeWarning, stacklevel=3)
     if len(train.classes) < 2:
         raise DataError(f"{folder} holds {len(train.classes)} class folder(s); need at least 2")
     return train, plain, len(train.classes)

@@ -10,7 +10,7 @@ import hashlib
 import math
 import os
 from collections import OrderedDict
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from .space import (
 
 __all__ = ["SCARLET_A", "SCARLET_B", "SCARLET_C", "PUBLISHED", "FIGURE3_ARCH", "ScarletNet", "get_model",
            "build_model", "make_divisible", "make_stem", "make_head", "stem_and_head_widths", "layer_shapes", "init_weights", "load_checkpoint",
-           "read_state_dict", "CheckpointError", "MODEL_NAMES"]
+           "read_state_dict", "read_torch_file", "CheckpointError", "MODEL_NAMES"]
 
 # Released architectures (paper Figure 4; SCARLET-NAS repository), as choice indices.
 SCARLET_A = Architecture([4, 8, 2, 5, 7, 3, 7, 0, 5, 4, 2, 5, 0, 5, 7, 9, 1, 7, 11])
@@ -171,19 +171,38 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, unreadable, or does not fit the model."""
 
 
+def read_torch_file(path: str | os.PathLike, what: str = "checkpoint", remedy: str = "", map_location="cpu",
+                    keys: Sequence[str] = ()):
+    """``torch.load(path, weights_only=True)`` for any file the suite (or a release) wrote.
+
+    A missing, corrupt or truncated file, one holding non-tensor objects, or a mapping without ``keys``
+    becomes one ``CheckpointError`` naming the file, ``what`` it should be and ``remedy`` (what to do),
+    instead of the reader's own error (``EOFError``, ``KeyError``, ``OSError`` without a path).
+    """
+    path = os.fspath(path)
+    tail = f"; {remedy}" if remedy else ""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{what} not found: {path!r}" + (" (it is a folder)" if os.path.isdir(path) else "")
+                              + tail)
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt, truncated, or holding non-tensor objects
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"cannot read {what} {path!r} as a torch file with weights_only=True (corrupt, "
+                              f"truncated or not a torch.save file): {type(e).__name__}: {first}{tail}") from e
+    missing = [k for k in keys if not isinstance(obj, Mapping) or k not in obj]
+    if missing:
+        raise CheckpointError(f"{what} {path!r} lacks {missing}: not a complete file of this kind{tail}")
+    return obj
+
+
 def read_state_dict(path: str | os.PathLike, map_location="cpu") -> "OrderedDict[str, torch.Tensor]":
     """Read a checkpoint safely (``weights_only=True``): ``{"model_state": sd}``, ``{"state_dict": sd}`` or a bare sd.
 
     A ``module.`` prefix (DataParallel / DDP) is removed.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path!r}")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # corrupt, truncated, or holding non-tensor objects
-        raise CheckpointError(f"cannot read checkpoint {path!r} as a torch file with weights_only=True: "
-                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    obj = read_torch_file(path, map_location=map_location)
     if isinstance(obj, Mapping):
         for key in ("model_state", "state_dict", "model"):
             if key in obj and isinstance(obj[key], Mapping):

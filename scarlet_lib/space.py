@@ -15,7 +15,7 @@ import numpy as np
 __all__ = [
     "Choice", "CHOICES", "IDENTITY", "LayerSpec", "LAYERS", "NUM_LAYERS", "STEM_CHANNELS", "FIRST_CHANNELS",
     "HEAD_CHANNELS", "SearchSpace", "SPACE_SE", "SPACE_NO_SE", "Architecture", "ArchitectureError",
-    "REDUCTION_LAYERS", "CHANNEL_CHANGE_LAYERS", "SHAPE_CHANGE_LAYERS",
+    "REDUCTION_LAYERS", "CHANNEL_CHANGE_LAYERS", "SHAPE_CHANGE_LAYERS", "PARSE_FORMS",
 ]
 
 
@@ -76,6 +76,10 @@ LAYERS: tuple[LayerSpec, ...] = tuple(
     LayerSpec(i, ([FIRST_CHANNELS] + _OUT)[i], _OUT[i], _STRIDE[i]) for i in range(len(_OUT))
 )
 NUM_LAYERS = len(LAYERS)
+# What ``Architecture.parse`` accepts (every parse error ends with it).
+PARSE_FORMS = (f"accepted: {NUM_LAYERS} choice indices 0-{len(CHOICES) - 1} separated by ',' or spaces "
+               f"(e.g. '1,3,1,0,12,...'), or {NUM_LAYERS} tokens joined by '-' (e.g. 'e3k5-e6k7se-id-...'), "
+               f"tokens {sorted(_TOKEN_TO_INDEX)}")
 # 0-based indices of the layers that halve the resolution / change the channel count.
 REDUCTION_LAYERS = tuple(l.index for l in LAYERS if l.stride == 2)
 CHANNEL_CHANGE_LAYERS = tuple(l.index for l in LAYERS if l.in_channels != l.out_channels)
@@ -282,18 +286,35 @@ class Architecture:
 
     @classmethod
     def parse(cls, text: str) -> "Architecture":
-        s = text.strip().strip("[]()")
-        parts = [p for p in re.split(r"[\s,;|\-]+", s) if p]
-        if parts and all(re.fullmatch(r"\d+", p) for p in parts):
-            return cls(int(p) for p in parts)
+        """Read an architecture from text: 19 choice indices or tokens (``PARSE_FORMS``).
+
+        Items are separated by commas, semicolons, ``|`` or whitespace; ``-`` only joins tokens
+        (``str(arch)``), so ``-1`` is a (bad) index, never a separator. Indices and tokens may be mixed.
+        Every error is an ``ArchitectureError`` (a ``ValueError``) naming the bad item and the accepted forms.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"Architecture.parse takes a string, got {type(text).__name__}; "
+                            "use Architecture(choices) for a sequence of indices")
         idx = []
-        for p in parts:
-            if p.lower() not in _TOKEN_TO_INDEX:
-                raise ArchitectureError(
-                    f"cannot parse {p!r} in {text!r}: use choice indices (0-12) or tokens "
-                    f"{sorted(_TOKEN_TO_INDEX)}")
-            idx.append(_TOKEN_TO_INDEX[p.lower()])
-        return cls(idx)
+        for item in (p for p in re.split(r"[\s,;|]+", text.strip().strip("[]()")) if p):
+            if re.fullmatch(r"[+-]?[0-9]+", item):
+                if len(item) > 6 or not 0 <= int(item) < len(CHOICES):
+                    raise ArchitectureError(f"choice index {item} at layer {len(idx) + 1} of {text!r} is out of "
+                                            f"range; {PARSE_FORMS}")
+                idx.append(int(item))
+                continue
+            for piece in item.split("-"):
+                if piece.lower() not in _TOKEN_TO_INDEX:
+                    where = (f" of {item!r}" if piece != item else "") + (f" in {text!r}" if item != text else "")
+                    hint = ("" if not re.fullmatch(r"[0-9]*", piece) else
+                            " (an empty token: a leading, trailing or doubled '-')" if not piece else
+                            " ('-' joins tokens only: separate indices with ',' or spaces)")
+                    raise ArchitectureError(f"cannot parse {piece!r}{where}{hint}; {PARSE_FORMS}")
+                idx.append(_TOKEN_TO_INDEX[piece.lower()])
+        try:
+            return cls(idx)
+        except ArchitectureError as e:
+            raise ArchitectureError(f"cannot parse {text!r}: {e}; {PARSE_FORMS}") from None
 
     @property
     def choices(self) -> tuple[int, ...]:

@@ -18,7 +18,9 @@ torch RNG (dropout, augmentation in the main process) is saved in the checkpoint
 Every epoch a checkpoint ``last.pt`` is written atomically (model, optimizer, scheduler, RNG states,
 the logs so far, the parameters); ``torch.load(..., weights_only=True)`` reads it. A run stopped at
 any point and started again with ``resume=True`` continues from the last finished epoch and ends with
-the same numbers as an uninterrupted run (bit for bit on CPU; tested).
+the same numbers as an uninterrupted run (bit for bit on CPU; tested). A NaN or infinite training loss
+stops a run at that step, before its update (``TrainingDiverged``), so ``last.pt`` stays the last good
+one; a corrupt or truncated ``last.pt`` is one ``models.CheckpointError`` naming it and what to do.
 
 Logs are tidy tables (:class:`TrainResult`): ``steps`` has one row per sampled path per step (epoch,
 step, global_step, path_id, arch, num_identity, loss, train_acc, lr) -- training accuracy is the batch
@@ -38,6 +40,7 @@ import math
 import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from itertools import islice
@@ -49,21 +52,29 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .analysis import _check_fraction
 from .data import GRATING_DIFFICULTIES, DataBundle, check_input_size, derive_seed
 from .distributed import DistContext, all_reduce_gradients, all_reduce_sum, broadcast_parameters
 from .evaluation import accuracy, score_paths
-from .models import build_model, init_weights
+from .models import CheckpointError, build_model, init_weights, read_torch_file
 from .space import Architecture
 from .blocks import LET_INITS
 from .supernet import REDUCTIONS
 
 __all__ = ["train_supernet", "train_standalone", "TrainResult", "StandaloneResult", "SAMPLERS", "RECIPES",
-           "SUPERNET_DEFAULTS", "supernet_recipe_from_args", "save_checkpoint", "load_checkpoint_file", "run_info", "main"]
+           "SUPERNET_DEFAULTS", "supernet_recipe_from_args", "save_checkpoint", "load_checkpoint_file", "run_info",
+           "check_output_dir", "TrainingDiverged", "main"]
 
 SAMPLERS = ("fair", "uniform")
 RECIPES = ("sgd", "paper")
 SUPERNET_DEFAULTS = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5, reduction="per_weight")
 CHECKPOINT_NAME = "last.pt"
+CHECKPOINT_KEYS = ("format", "params", "epoch", "model", "optimizer", "scheduler", "rng", "logs")
+CHECKPOINT_FORMAT = "scarlet-train/1"
+
+
+class TrainingDiverged(FloatingPointError):
+    """A NaN or infinite training loss: the run stops at that step; the last checkpoint on disk is kept."""
 
 
 # -- small shared pieces ---------------------------------------------------------------------------
@@ -74,19 +85,96 @@ def run_info(seed: int) -> dict:
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process / not a pid: leave its file alone
+        return True
+    return True
+
+
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file, then an atomic rename: a crash never leaves half a checkpoint."""
+    """``torch.save`` to a temporary file, then an atomic rename: a crash never leaves half a checkpoint.
+
+    Temporary files that killed writes left beside ``path`` (``.last.pt.tmp<PID>`` of a process that is
+    gone) are removed first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    prefix = f".{path.name}.tmp"
+    for orphan in path.parent.glob(f"{prefix}*"):
+        pid = orphan.name[len(prefix):]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            orphan.unlink(missing_ok=True)
+    tmp = path.with_name(f"{prefix}{os.getpid()}")
     torch.save(obj, tmp)
     os.replace(tmp, path)
     return path
 
 
 def load_checkpoint_file(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read a training checkpoint with ``weights_only=True`` (tensors and plain Python values only)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Read a training checkpoint with ``weights_only=True`` (tensors and plain Python values only).
+
+    A missing, corrupt, truncated or foreign file is one ``models.CheckpointError`` naming it and what to do.
+    """
+    remedy = (f"delete {os.fspath(path)!r} to train this run again from its start (or pass resume=False / "
+              "--no-resume, which overwrites it)")
+    ckpt = read_torch_file(path, "training checkpoint", remedy, map_location, keys=CHECKPOINT_KEYS)
+    if ckpt["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"training checkpoint {os.fspath(path)!r} has format {ckpt['format']!r}, expected "
+                              f"{CHECKPOINT_FORMAT!r}; {remedy}")
+    return ckpt
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` if needed and make sure files can be written there, before any training.
+
+    Refuses a path that exists as a file (or under a file), or a folder this process cannot write to,
+    so that a run never trains and then fails at its first save.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output folder {str(path)!r} exists and is not a folder; pass a folder path "
+                         "(or move the file away)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ValueError(f"cannot write to output folder {str(path)!r} ({type(e).__name__}: "
+                         f"{e.strerror or e}); pass a writable folder") from e
+    if (path / CHECKPOINT_NAME).exists() and not (path / CHECKPOINT_NAME).is_file():
+        raise ValueError(f"{str(path / CHECKPOINT_NAME)!r} exists and is not a file; the checkpoint goes there: "
+                         "move it away or pass another folder")
+    return path
+
+
+def _check_finite_loss(losses: list, epoch: int, step: int, global_step: int, lr: float, checkpoint) -> None:
+    """Stop a run whose training loss is NaN or infinite, naming the step; the last checkpoint is not touched."""
+    bad = {i: v for i, v in enumerate(losses) if not math.isfinite(v)}
+    if not bad:
+        return
+    if checkpoint is not None and Path(checkpoint).is_file():
+        kept = (f"the last good checkpoint {str(checkpoint)!r} is kept (resuming from it with these settings "
+                "repeats the divergence: lower the lr or add warm-up steps, in a new output folder)")
+    else:
+        kept = "no checkpoint was written (lower the lr or add warm-up steps)"
+    paths = ", ".join(f"path {i}: {v}" for i, v in bad.items())
+    raise TrainingDiverged(f"training loss is not finite at global step {global_step} (epoch {epoch}, step {step}, "
+                           f"0-based as in the step log; lr {lr:g}): {paths}; training stopped, {kept}")
+
+
+def _write_params(path: Path, params: dict) -> None:
+    """params.json as strict JSON (a NaN or infinity is refused, never written as a bare ``NaN``)."""
+    try:
+        text = json.dumps(params, indent=2, default=str, allow_nan=False)
+    except ValueError as e:
+        bad = [k for k, v in params.items() if isinstance(v, float) and not math.isfinite(v)]
+        raise ValueError(f"cannot write {str(path)!r}: {', '.join(bad) or 'a nested parameter'} is not finite "
+                         f"({e})") from e
+    path.write_text(text)
 
 
 def _columns(rows: list[dict]) -> dict:
@@ -125,6 +213,16 @@ def _check_positive_int(name, value, allow_none=False):
         raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
 
 
+def _check_number(name, value, low=0.0, high=math.inf, closed_low=True) -> float:
+    """``analysis._check_fraction`` (a finite number in range) for any int too: numpy cannot hold a huge one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ValueError(f"{name} must be a finite number, got an integer of {len(str(abs(value)))} digits") from None
+    return _check_fraction(name, value, low, high, closed_low)
+
+
 def _progress(total, desc, enabled):
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
@@ -138,6 +236,9 @@ def _resume_state(checkpoint_dir, resume, params, identity_keys, device):
     if not path.is_file():
         return None
     ckpt = load_checkpoint_file(path, map_location=device)
+    if not isinstance(ckpt["params"], dict):
+        raise CheckpointError(f"training checkpoint {str(path)!r} holds no parameter record; delete it to train "
+                              "this run again from its start")
     diff = {k: (ckpt["params"].get(k), params.get(k)) for k in identity_keys if ckpt["params"].get(k) != params.get(k)}
     if diff:
         raise ValueError(f"checkpoint {path} was written with other settings {diff} (saved, requested); "
@@ -175,7 +276,7 @@ class TrainResult:
         self.evals.to_csv(out / "evals.csv", index=False)
         if len(self.steps):
             self.epoch_summary().to_csv(out / "summary.csv", index=False)
-        (out / "params.json").write_text(json.dumps(self.params, indent=2, default=str))
+        _write_params(out / "params.json", self.params)
         return out
 
 
@@ -192,7 +293,7 @@ class StandaloneResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.curves.to_csv(out / "curves.csv", index=False)
-        (out / "params.json").write_text(json.dumps(self.params, indent=2, default=str))
+        _write_params(out / "params.json", self.params)
         return out
 
 
@@ -253,6 +354,10 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
         stop_after: return after this many optimizer steps in this call (a time box; what a crash does).
         progress: tqdm progress bar.
         dist_ctx: ``distributed.DistContext`` (default: the initialised process group, if any).
+
+    Every value is checked before any work (a NaN or infinite lr, a negative ``stop_after``, an output
+    folder that is a file are refused). A NaN or infinite training loss stops the run with
+    ``TrainingDiverged`` naming the step, before that step's update; the last checkpoint is kept.
     """
     _check_choice("sampler", sampler, SAMPLERS)
     _check_choice("reduction", reduction, REDUCTIONS)
@@ -260,8 +365,16 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
     _check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
     _check_positive_int("eval_every", eval_every)
     _check_positive_int("uniform_paths", uniform_paths)
+    _check_positive_int("eval_batches", eval_batches, allow_none=True)
+    _check_positive_int("stop_after", stop_after, allow_none=True)
     if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)) or warmup_steps < 0:
         raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+    if lr is not None:
+        _check_number("lr", lr, 0.0, math.inf)
+    _check_number("momentum", momentum, 0.0, 1.0)
+    _check_number("weight_decay", weight_decay, 0.0, math.inf)
+    if checkpoint_dir is not None:
+        check_output_dir(checkpoint_dir)
     if not isinstance(data, DataBundle):
         raise TypeError(f"data must be a DataBundle from scarlet_lib.data.get_data, got {type(data).__name__}")
     check_input_size(data.image_size, supernet.small_input)
@@ -308,12 +421,18 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
     step_rows, eval_rows, start_epoch = [], [], 0
     ckpt = _resume_state(checkpoint_dir, resume, params, identity_keys, device)
     if ckpt is not None:
-        supernet.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"])
-        step_rows, eval_rows = _rows(ckpt["logs"]["steps"]), _rows(ckpt["logs"]["evals"])
-        start_epoch = int(ckpt["epoch"])
+        try:
+            supernet.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            _set_rng_state(ckpt["rng"])
+            step_rows, eval_rows = _rows(ckpt["logs"]["steps"]), _rows(ckpt["logs"]["evals"])
+            start_epoch = int(ckpt["epoch"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            path = Path(checkpoint_dir) / CHECKPOINT_NAME
+            raise CheckpointError(f"training checkpoint {str(path)!r} does not fit this run ({type(e).__name__}: "
+                                  f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); delete it to train "
+                                  "this run again from its start") from e
     if ctx.enabled:
         broadcast_parameters(supernet)
 
@@ -336,10 +455,12 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
                 all_reduce_gradients(supernet.parameters(), ctx.world_size)
                 loss = all_reduce_sum(loss) / ctx.world_size
                 correct = all_reduce_sum(correct)
-            optimizer.step()
-            scheduler.step()
             loss, acc = loss.cpu().tolist(), (correct / data.batch_size).cpu().tolist()
             global_step = epoch * steps_per_epoch + step
+            _check_finite_loss(loss, epoch, step, global_step, current_lr,
+                               Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None)
+            optimizer.step()
+            scheduler.step()
             for pid, arch in enumerate(archs):
                 step_rows.append({"epoch": epoch, "step": step, "global_step": global_step, "path_id": pid,
                                   "arch": str(arch), "num_identity": arch.num_identity, "loss": loss[pid],
@@ -426,10 +547,17 @@ def train_standalone(arch, data: DataBundle, epochs: int = 1, identity_mode: str
     same ``arch`` and ``seed`` with ``identity_mode="let"`` and ``"let_relu"`` start from identical
     weights (the LET convs included) and see the same batches: only the ReLU differs.
     ``recipe``: "sgd" (default) or "paper" (see ``_standalone_optimizer``; dropout 0.2 unless given).
+    Values are checked before any work (``lr`` 0 is accepted: the weights stay the initial ones). A NaN or
+    infinite training loss stops the run with ``TrainingDiverged`` naming the step, before its update.
     """
     _check_choice("recipe", recipe, RECIPES)
     _check_positive_int("epochs", epochs)
     _check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
+    _check_positive_int("eval_batches", eval_batches, allow_none=True)
+    _check_number("width_mult", width_mult, 0.0, math.inf, closed_low=False)
+    for name, value, high in (("lr", lr, math.inf), ("weight_decay", weight_decay, math.inf), ("dropout", dropout, 1.0)):
+        if value is not None:
+            _check_number(name, value, 0.0, high)
     if not isinstance(data, DataBundle):
         raise TypeError(f"data must be a DataBundle from scarlet_lib.data.get_data, got {type(data).__name__}")
     arch = Architecture.coerce(arch)
@@ -459,8 +587,8 @@ def train_standalone(arch, data: DataBundle, epochs: int = 1, identity_mode: str
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         seen = 0
-        for x, y in islice(data.train_batches(epoch, order_seed=seed, rank=ctx.rank, world_size=ctx.world_size),
-                           steps_per_epoch):
+        for step, (x, y) in enumerate(islice(data.train_batches(epoch, order_seed=seed, rank=ctx.rank,
+                                                                world_size=ctx.world_size), steps_per_epoch)):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
@@ -468,6 +596,9 @@ def train_standalone(arch, data: DataBundle, epochs: int = 1, identity_mode: str
             loss.backward()
             if ctx.enabled:
                 all_reduce_gradients(model.parameters(), ctx.world_size)
+            seen_loss = all_reduce_sum(loss.detach()) / ctx.world_size if ctx.enabled else loss.detach()
+            _check_finite_loss([seen_loss.item()], epoch, step, epoch * steps_per_epoch + step,
+                               optimizer.param_groups[0]["lr"], None)  # every rank sees the same mean
             optimizer.step()
             scheduler.step()
             loss_sum += loss.detach() * len(y)
@@ -555,11 +686,59 @@ def supernet_recipe_from_args(a: argparse.Namespace):
                           eval_images=a.eval_images or 2048, eval_every=a.eval_every)
 
 
+def _check_args(a: argparse.Namespace):
+    """Check every command-line value before any work; returns the ``supernet`` command's recipe (else None).
+
+    The ranges are ``SupernetRecipe``'s (lr in (0, 10], width in (0, 4]) for both commands.
+    """
+    for name in ("batch_size", "epochs", "num_train"):
+        _check_positive_int("--" + name.replace("_", "-"), getattr(a, name))
+    for name in ("steps_per_epoch", "image_size", "threads"):
+        _check_positive_int("--" + name.replace("_", "-"), getattr(a, name), allow_none=True)
+    if isinstance(a.workers, bool) or not isinstance(a.workers, int) or a.workers < 0:
+        raise ValueError(f"--workers must be an integer >= 0, got {a.workers!r}")
+    if a.holdout is not None:
+        _check_number("--holdout", a.holdout, 0.0, math.inf, closed_low=False)
+    if a.lr is not None:
+        _check_number("--lr", a.lr, 0.0, 10.0, closed_low=False)
+    _check_number("--width", a.width, 0.0, 4.0, closed_low=False)
+    if a.device is not None:
+        from .validate import resolve_device
+        resolve_device(a.device)  # an unknown device or CUDA without CUDA: a clear error, not an AssertionError
+    recipe = None
+    if a.command == "supernet":
+        _check_positive_int("--eval-batches", a.eval_batches)
+        _check_positive_int("--eval-images", a.eval_images, allow_none=True)
+        _check_positive_int("--stop-after", a.stop_after, allow_none=True)
+        recipe = supernet_recipe_from_args(a)  # checks the remaining settings
+    else:
+        Architecture.parse(a.arch)
+    if a.out:
+        check_output_dir(a.out)
+    return recipe
+
+
 def main(argv=None) -> int:
+    from .data import DataError
+
+    parser = _parser()
+    a = parser.parse_args(argv)
+    try:
+        recipe = _check_args(a)
+    except (ValueError, RuntimeError) as e:  # bad values (ArchitectureError, DataError), no CUDA
+        parser.error(str(e))
+    try:
+        return _run(a, recipe)
+    except (CheckpointError, DataError, TrainingDiverged) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(a: argparse.Namespace, recipe) -> int:
+    """The work of ``main`` once the arguments are checked."""
     from .data import get_data
     from .distributed import init_from_env
 
-    a = _parser().parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     ctx, device = init_from_env(a.device)
@@ -570,7 +749,7 @@ def main(argv=None) -> int:
                        if a.dataset == "gratings" else {}))
     progress = not a.no_progress
     if a.command == "supernet":
-        recipe = supernet_recipe_from_args(a).replace(image_size=data.image_size)
+        recipe = recipe.replace(image_size=data.image_size)
         net = recipe.build(data.num_classes, data.small_input)
         res = train_supernet(net, data, a.epochs, a.steps_per_epoch, a.sampler, a.reduction, lr=recipe.lr, seed=a.seed,
                              warmup_steps=a.warmup_steps, device=device, eval_paths=recipe.eval_archs(),

@@ -6,7 +6,9 @@
 The validation images are laid out one folder per class (``valid/<wnid>/*.JPEG``, read with
 torchvision's ``ImageFolder``, classes in sorted order as in the original). Preprocessing as released:
 Resize(256, bilinear) on the shorter side, CenterCrop(224), ToTensor, Normalize(ImageNet mean/std);
-no shuffling. Top-1 and top-5 are correct counts x 100 / total. The original script no longer runs on
+no shuffling. Top-1 and top-5 are correct counts x 100 / total, over every image: a folder holding an
+unreadable image (header check up front, or a decoding failure while reading) is refused with an error
+naming the file, never counted around. The original script no longer runs on
 current torch/torchvision (``RandomSizedCrop`` is gone and ``correct[:k].view(-1)`` fails); this one
 shares nothing with it but the flags and the numbers it computes.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Sequence
 
@@ -28,6 +31,7 @@ _torchvision_compat.ensure_torchvision_importable()
 
 from torchvision import datasets, transforms  # noqa: E402
 
+from .data import UnreadableImage, describe_unreadable, scan_image_folder  # noqa: E402
 from .evaluation import accuracy  # noqa: E402
 from .models import MODEL_NAMES, CheckpointError, get_model, load_checkpoint  # noqa: E402
 
@@ -49,7 +53,12 @@ def imagenet_transform(resize: int = 256, crop: int = 224) -> transforms.Compose
 
 
 def image_folder(root: str | os.PathLike, transform=None) -> datasets.ImageFolder:
-    """An ``ImageFolder`` over ``root`` with errors that say what layout is expected."""
+    """An ``ImageFolder`` over ``root`` with errors that say what layout is expected.
+
+    Every image file's header is checked first; an unreadable one is an ``UnreadableImage`` naming the
+    files (the accuracy has to count every image). Images are read with ``data.read_image``, so a file
+    that fails later, while decoding, is an ``UnreadableImage`` naming it too.
+    """
     root = os.fspath(root)
     layout = "expected one sub-folder per class holding its images, e.g. valid/n01440764/*.JPEG"
     if not os.path.isdir(root):
@@ -57,9 +66,13 @@ def image_folder(root: str | os.PathLike, transform=None) -> datasets.ImageFolde
     if not any(entry.is_dir() for entry in os.scandir(root)):
         raise FileNotFoundError(f"validation root {root!r} has no class folders; {layout}")
     try:
-        return datasets.ImageFolder(root, transform=transform if transform is not None else imagenet_transform())
+        dataset, unreadable = scan_image_folder(root, transform if transform is not None else imagenet_transform())
     except FileNotFoundError as e:  # class folders without any readable image file
         raise FileNotFoundError(f"no images found under {root!r} ({e}); {layout}") from e
+    if unreadable:
+        raise UnreadableImage(f"validation root {root!r} holds {describe_unreadable(unreadable)}; replace or remove "
+                              "them (the accuracy counts every image)", next(iter(unreadable)))
+    return dataset
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -138,6 +151,14 @@ def default_checkpoint_path(model_name: str) -> str:
     return os.path.join("pretrained", model_name.replace("_", "") + ".pth.tar")
 
 
+def _error_line(e: BaseException) -> str:
+    """The message for the ``error:`` line; an error re-raised from a DataLoader worker keeps the worker's own."""
+    text = str(e).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        text = re.sub(r"^[A-Za-z_][\w.]*: ", "", text.splitlines()[-1])
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m scarlet_lib.validate",
                                 description="ImageNet top-1/top-5 of a released SCARLET model.")
@@ -163,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = validate(model, args.val_dataset_root, args.device, args.batch_size, args.workers, args.limit,
                           progress=not args.no_progress)
     except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_error_line(e)}", file=sys.stderr)
         return 2
     print(f"{args.model}: top-1 {result['top1']:.3f}% ({result['correct_top1']}/{result['total']}), "
           f"top-5 {result['top5']:.3f}% ({result['correct_top5']}/{result['total']})")

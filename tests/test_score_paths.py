@@ -9,12 +9,7 @@ from scarlet_lib.space import SPACE_NO_SE, Architecture
 from scarlet_lib.supernet import Supernet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: one thread is faster on the shared machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _batches(g, n, size=16):

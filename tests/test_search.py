@@ -25,14 +25,7 @@ from scarlet_lib.search import (
 from scarlet_lib.supernet import Supernet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These tests run many tiny tensor ops; on a shared 2-core machine two OpenMP threads spin against
-    # each other and make them orders of magnitude slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic_costs() -> CostTable:

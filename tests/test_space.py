@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from scarlet_lib.space import (
-    CHOICES, IDENTITY, LAYERS, NUM_LAYERS, REDUCTION_LAYERS, SPACE_NO_SE, SPACE_SE, Architecture, ArchitectureError,
-    SearchSpace,
+    CHOICES, IDENTITY, LAYERS, NUM_LAYERS, PARSE_FORMS, REDUCTION_LAYERS, SPACE_NO_SE, SPACE_SE, Architecture,
+    ArchitectureError, SearchSpace,
 )
 from scarlet_lib.models import SCARLET_A, SCARLET_B, SCARLET_C, FIGURE3_ARCH
 
@@ -88,3 +89,60 @@ def test_strict_fair_sampling(space):
     assert paths == space.sample_fair(42) and paths != space.sample_fair(43)
     with pytest.raises(ArchitectureError, match="strict-fair"):
         SearchSpace(identity_everywhere=False).sample_fair(0)
+
+
+
+# -- Architecture.parse as properties ----------------------------------------------------------------------
+architectures = st.lists(st.integers(0, len(CHOICES) - 1), min_size=NUM_LAYERS, max_size=NUM_LAYERS).map(Architecture)
+SEPARATORS = [",", ", ", " ", ";", "|", "\t", " , "]
+
+
+@settings(deadline=None)
+@given(architectures, st.lists(st.booleans(), min_size=NUM_LAYERS, max_size=NUM_LAYERS), st.sampled_from(SEPARATORS))
+def test_every_architecture_round_trips_through_each_of_its_text_forms(arch, as_token, sep):
+    tokens, indices = str(arch).split("-"), [str(c) for c in arch]
+    mixed = [t if tok else i for t, i, tok in zip(tokens, indices, as_token)]
+    for text in (str(arch), str(arch).upper(), sep.join(indices), str(arch.tolist()), str(tuple(arch)),
+                 f"  {sep.join(indices)}\n", sep.join(mixed), sep.join(tokens)):
+        assert Architecture.parse(text) == arch, text
+
+
+NEAR_MISSES = list("0123456789-+.,; |[]()eksidEKSID_x\t") + ["e3k3", "e6k7se", "id", "12", "-1", "2.5", "13", "\u0663"]
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.one_of(st.text(), st.lists(st.sampled_from(NEAR_MISSES), max_size=60).map("".join)))
+def test_garbage_text_is_a_value_error_naming_the_accepted_forms(text):
+    try:
+        arch = Architecture.parse(text)
+    except ValueError as e:  # only ValueErrors (ArchitectureError), never IndexError, KeyError, ...
+        assert isinstance(e, ArchitectureError) and PARSE_FORMS in str(e), str(e)
+    else:  # text that happens to be a valid architecture reads back as itself
+        assert Architecture.parse(str(arch)) == arch
+
+
+bad_items = st.one_of(st.sampled_from(["-1", "2.5", "e9k3", "x", "1e3", "+-2", "\u0663", "e3k3-", "-id"]),
+                      st.integers().filter(lambda i: not 0 <= i < len(CHOICES)).map(str))
+
+
+@settings(deadline=None)
+@given(architectures, st.integers(0, NUM_LAYERS - 1), bad_items, st.booleans())
+def test_one_bad_item_in_a_valid_architecture_is_the_item_the_error_names(arch, at, bad, as_tokens):
+    items = str(arch).split("-") if as_tokens else [str(c) for c in arch]
+    text = ",".join(items[:at] + [bad] + items[at + 1:])
+    with pytest.raises(ArchitectureError) as info:
+        Architecture.parse(text)
+    message = str(info.value)
+    assert PARSE_FORMS in message
+    assert f"{bad!r}" in message or f"index {bad} at layer {at + 1} " in message, message
+
+
+def test_minus_is_not_a_separator_of_indices():
+    with pytest.raises(ArchitectureError, match=r"choice index -1 at layer 19 .* out of range"):
+        Architecture.parse(",".join(["0"] * 18 + ["-1"]))
+    with pytest.raises(ArchitectureError, match=r"cannot parse '0' of '0-1-2.*'-' joins tokens only"):
+        Architecture.parse("-".join(["0", "1", "2"] + ["0"] * 16))
+    with pytest.raises(ArchitectureError, match="empty token"):
+        Architecture.parse("e3k3--" + "-".join(["id"] * 18))
+    with pytest.raises(TypeError, match="takes a string"):
+        Architecture.parse(SCARLET_A.tolist())

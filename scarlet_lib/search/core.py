@@ -7,10 +7,12 @@ be checkpointed.
 
 Objectives (minimised): ``-accuracy``, ``MAdds`` (millions), ``-params`` (millions). Constraint:
 ``MAdds <= limit`` (pymoo's ``G <= 0``). MAdds and params are those of the stand-alone model
-(``identity_mode="identity"``: a LET folds away) from ``profiling.cost_table`` at the search's input size,
-width and head. The paper's limit, 500M at 224x224 / width 1.0 / 1000 classes, is scaled to other settings
-by the ratio of SCARLET-A's MAdds under both settings (``scaled_madds_limit``): a model as heavy,
-relative to the skeleton, as the paper's limit allows stays allowed.
+(``identity_mode="identity"``: an identity slot is a parameter-free ``Shortcut``, the LET is dropped) from
+``profiling.cost_table``, by default at the deployed model's setting (``costs.DEPLOYMENT``: 224x224, width
+1.0, 1000 classes), where the paper and its Table 3 count them and its 500M limit applies as is. Other
+settings can be given (e.g. a proxy supernet's); the limit is then scaled by the ratio of SCARLET-A's
+MAdds under both settings (``scaled_madds_limit``), but such a costing ranks the layers differently
+(channel rounding, resolution; see ``costs``), so it is not the paper's search.
 """
 from __future__ import annotations
 
@@ -30,12 +32,14 @@ from pymoo.core.problem import Problem
 from pymoo.operators.crossover.pntx import SinglePointCrossover
 from tqdm.auto import tqdm
 
+from ..models import CheckpointError, read_torch_file
 from ..space import NUM_LAYERS, SPACE_SE, Architecture, SearchSpace
+from .costs import DEPLOYMENT
 from .operators import FrontShareSelection, GeneSampling, PPOController, PPORouletteMutation
 from .survival import PAPER_WEIGHTS, check_weights, weighted_crowding_distance
 
 __all__ = ["SearchConfig", "ArchitectureProblem", "WeightedNSGA2", "SearchResult", "run_search",
-           "scaled_madds_limit", "pick_models", "OBJECTIVES", "CHECKPOINT_NAME"]
+           "scaled_madds_limit", "pick_models", "check_accuracies", "OBJECTIVES", "CHECKPOINT_NAME"]
 
 OBJECTIVES = ("neg_accuracy", "madds_m", "neg_params_m")
 CHECKPOINT_NAME = "search_state.pt"
@@ -47,9 +51,10 @@ class SearchConfig:
     """Search settings; defaults are the paper's (Table 2, section 4). See ``operators`` for the
     reading of p_rm / p_re / p_pr / p_M / p_K-M.
 
-    ``input_size``, ``width_mult``, ``small_input``, ``num_classes`` say what MAdds and params count
-    (set them to the supernet's). ``madds_limit`` is an absolute limit; ``None`` scales
-    ``madds_limit_224`` to these settings with ``scaled_madds_limit``.
+    ``input_size``, ``width_mult``, ``small_input``, ``num_classes`` say what MAdds and params count:
+    by default the deployed model (``costs.DEPLOYMENT``), as the paper; not the supernet's proxy setting,
+    whose relative layer costs differ. ``madds_limit`` is an absolute limit; ``None`` scales
+    ``madds_limit_224`` to these settings with ``scaled_madds_limit`` (500M as is at the default).
     """
 
     population: int = 70
@@ -68,10 +73,10 @@ class SearchConfig:
     ppo_epochs: int = 4
     ppo_entropy: float = 0.01
     n_picked: int = 4
-    input_size: int = 224
-    width_mult: float = 1.0
-    small_input: bool = False
-    num_classes: int = 1000
+    input_size: int = DEPLOYMENT["input_size"]
+    width_mult: float = DEPLOYMENT["width_mult"]
+    small_input: bool = DEPLOYMENT["small_input"]
+    num_classes: int = DEPLOYMENT["num_classes"]
     madds_limit_224: float = PAPER_MADDS_LIMIT
     madds_limit: float | None = None
     evaluate_infeasible: bool = False  # infeasible models are not sent to the evaluator (accuracy NaN)
@@ -109,6 +114,35 @@ def scaled_madds_limit(limit_224: float = PAPER_MADDS_LIMIT, input_size: int = 2
     base = cost_table(224, width_mult=1.0, small_input=False, num_classes=1000).madds(ref)
     here = cost_table(input_size, width_mult=width_mult, small_input=small_input, num_classes=num_classes).madds(ref)
     return float(limit_224) * here / base
+
+
+def _evaluator_name(evaluator) -> str:
+    return getattr(evaluator, "name", type(evaluator).__name__)
+
+
+def check_accuracies(evaluator, archs: Sequence[Architecture], values) -> np.ndarray:
+    """What ``evaluator.evaluate(archs)`` returned, as floats, if it is one finite accuracy in [0, 1] per model.
+
+    Anything else (too few or too many values, non-numbers, NaN, infinity, a percentage) is a ``ValueError``
+    naming the evaluator and the bad values, instead of being scored (a missing or NaN value would rank as
+    accuracy 0, a 5.0 above every real model).
+    """
+    name = _evaluator_name(evaluator)
+    try:
+        acc = np.asarray(values, dtype=float)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"evaluator {name!r} returned {type(values).__name__} that is not a list of numbers "
+                         f"({e}); evaluate(archs) must return one accuracy in [0, 1] per architecture") from e
+    if acc.shape != (len(archs),):
+        raise ValueError(f"evaluator {name!r} returned {acc.size} value(s) of shape {acc.shape} for {len(archs)} "
+                         f"architectures; evaluate(archs) must return one accuracy in [0, 1] per architecture")
+    bad = np.flatnonzero(~(np.isfinite(acc) & (acc >= 0) & (acc <= 1)))
+    if len(bad):
+        shown = ", ".join(f"{archs[i]}: {float(acc[i])!r}" for i in bad[:5]) + (f", ... ({len(bad)} in all)" if len(bad) > 5
+                                                                          else "")
+        raise ValueError(f"evaluator {name!r} returned {len(bad)} accuracy(ies) that are not finite fractions in "
+                         f"[0, 1]: {shown}; accuracies are top-1 fractions (not percentages), one per architecture")
+    return acc
 
 
 class ArchitectureProblem(Problem):
@@ -162,7 +196,8 @@ class ArchitectureProblem(Problem):
         seconds = 0.0
         if new:
             start = time.perf_counter()
-            acc = np.asarray(self.evaluator.evaluate([Architecture(k) for k in new]), dtype=float)
+            archs = [Architecture(k) for k in new]
+            acc = check_accuracies(self.evaluator, archs, self.evaluator.evaluate(archs))
             seconds = (time.perf_counter() - start) / len(new)
             self.memo.update(zip(new, acc.tolist()))
         fresh = set(new)
@@ -180,7 +215,7 @@ class ArchitectureProblem(Problem):
                 "genes": ",".join(str(int(g)) for g in c_row), "accuracy": float(a), "madds": float(m),
                 "params": float(p), "neg_accuracy": float(f[0]), "madds_m": float(f[1]),
                 "neg_params_m": float(f[2]), "feasible": bool(ok), "madds_limit": self.madds_limit,
-                "evaluator": getattr(self.evaluator, "name", type(self.evaluator).__name__) if evaluated
+                "evaluator": _evaluator_name(self.evaluator) if evaluated
                 else "skipped-infeasible",
                 "cached": bool(evaluated and k not in fresh), "eval_seconds": seconds if k in fresh else 0.0,
             })
@@ -287,14 +322,28 @@ def _save_state(path, algorithm: WeightedNSGA2, problem: ArchitectureProblem, hi
     os.replace(tmp, path)  # a crash mid-write never leaves a broken checkpoint
 
 
+_STATE_KEYS = ("format", "config", "seed", "generation", "n_eval", "pop", "rng", "mutation", "records", "history")
+
+
 def _load_state(path, algorithm: WeightedNSGA2, problem: ArchitectureProblem, config: SearchConfig,
                 seed: int) -> list[dict]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    remedy = f"delete {os.fspath(path)!r} to run the search again from its first generation"
+    state = read_torch_file(path, "search checkpoint", remedy, keys=_STATE_KEYS)
     # Only the number of generations may change between runs (extending a finished search).
     same = lambda d: {k: v for k, v in d.items() if k != "generations"}
-    if same(state.get("config", {})) != same(_config_dict(config)) or state.get("seed") != int(seed):
+    if not isinstance(state["config"], dict):
+        raise CheckpointError(f"search checkpoint {os.fspath(path)!r} holds no config; {remedy}")
+    if same(state["config"]) != same(_config_dict(config)) or state["seed"] != int(seed):
         raise ValueError(f"checkpoint {path!r} was written by another search (config or seed differ); "
                          "use a new checkpoint_dir, or the same config (generations may grow) and seed")
+    try:
+        return _restore_state(state, algorithm, problem)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+        raise CheckpointError(f"search checkpoint {os.fspath(path)!r} does not fit this search "
+                              f"({type(e).__name__}: {e}); {remedy}") from e
+
+
+def _restore_state(state: dict, algorithm: WeightedNSGA2, problem: ArchitectureProblem) -> list[dict]:
     p = state["pop"]
     none_if_nan = lambda t: [None if math.isnan(v) else v for v in t.tolist()]
     pop = Population.new("X", p["X"].numpy(), "F", p["F"].numpy(), "G", p["G"].numpy())

@@ -6,6 +6,7 @@ An evaluator has ``name`` and ``evaluate(archs) -> np.ndarray`` of top-1 accurac
   batches, then top-1 on held-out batches (``evaluation.evaluate_path`` semantics). With
   ``share_prefix=True`` a population is evaluated through a prefix trie (see the class docstring).
 * ``CheapEvaluator``: a **synthetic** accuracy for tests and examples, no network involved.
+* ``MemoEvaluator``: any evaluator, each architecture evaluated once across several searches.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from torch import nn
 from ..evaluation import accuracy, evaluate_path
 from ..space import CHOICES, NUM_LAYERS, SPACE_SE, Architecture, SearchSpace
 
-__all__ = ["CheapEvaluator", "SupernetEvaluator"]
+__all__ = ["CheapEvaluator", "SupernetEvaluator", "MemoEvaluator"]
 
 
 class CheapEvaluator:
@@ -47,6 +48,30 @@ class CheapEvaluator:
         curve = (1 - np.exp(-3 * cap)) / (1 - np.exp(-3))
         noise = self.table[np.arange(NUM_LAYERS), C].mean(1) * self.noise * np.sqrt(NUM_LAYERS) / 2
         return np.clip(0.35 + 0.5 * curve + noise, 0.0, 1.0)
+
+
+class MemoEvaluator:
+    """Wraps an evaluator so that an architecture is evaluated once, however many searches ask for it.
+
+    Two searches on one supernet that differ only in how they count costs (notebook 6) share their
+    evaluations. Only for deterministic evaluators (``SupernetEvaluator`` is: its accuracy of a model does
+    not depend on the population it is evaluated with); ``memo`` maps choices to accuracy.
+    """
+
+    def __init__(self, evaluator):
+        if not callable(getattr(evaluator, "evaluate", None)):
+            raise TypeError(f"expected an evaluator with evaluate(archs), got {type(evaluator).__name__}")
+        self.evaluator = evaluator
+        self.name = getattr(evaluator, "name", type(evaluator).__name__)
+        self.memo: dict[tuple[int, ...], float] = {}
+
+    def evaluate(self, archs: Sequence) -> np.ndarray:
+        keys = [Architecture.coerce(a).choices for a in archs]
+        new = list(dict.fromkeys(k for k in keys if k not in self.memo))
+        if new:
+            acc = np.asarray(self.evaluator.evaluate([Architecture(k) for k in new]), dtype=float)
+            self.memo.update(zip(new, acc.tolist()))
+        return np.array([self.memo[k] for k in keys], dtype=float)
 
 
 def _batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
