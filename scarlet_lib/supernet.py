@@ -65,6 +65,32 @@ def _as_if_repeated(bns, times: int):
             bn.momentum = mom
 
 
+def _per_path_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, m: int) -> torch.Tensor:
+    """``bn`` applied to each of the m channel blocks of ``x`` (m * bn.num_features channels) on its own.
+
+    Same values as ``torch.cat([bn(block) for block in x.chunk(m, 1)], 1)`` and the same running
+    statistics: in training mode the blocks' batch statistics are taken in one BN call (into scratch
+    buffers, momentum 1) and then folded into ``bn``'s running statistics one block after the other, as
+    m calls of ``bn`` would (``momentum=None``: the cumulative average).
+    """
+    c = bn.num_features
+    weight = None if bn.weight is None else bn.weight.repeat(m)
+    bias = None if bn.bias is None else bn.bias.repeat(m)
+    if not bn.training and bn.track_running_stats:
+        return F.batch_norm(x, bn.running_mean.repeat(m), bn.running_var.repeat(m), weight, bias, False, 0.0,
+                            bn.eps)
+    if not bn.track_running_stats:
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, bn.eps)
+    means, variances = x.new_zeros(m * c), x.new_ones(m * c)
+    out = F.batch_norm(x, means, variances, weight, bias, True, 1.0, bn.eps)
+    with torch.no_grad():
+        for mean, var in zip(means.view(m, c), variances.view(m, c)):
+            bn.num_batches_tracked.add_(1)
+            f = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+            bn.running_mean.mul_(1.0 - f).add_(mean, alpha=f)
+            bn.running_var.mul_(1.0 - f).add_(var, alpha=f)
+    return out
+
 
 class ChoiceLayer(nn.Module):
     """One searchable layer: a candidate block per choice of the space."""
@@ -295,7 +321,8 @@ class Supernet(nn.Module):
           runs once per path, in path order).
         * head: conv_before_pooling and the classifier run on all m*B rows at once; its BN normalises and
           updates with each path's B rows on their own, in path order, so its running statistics too are
-          those of the sequential step.
+          those of the sequential step. With a kernel set whose ``stacked_head`` is true this is
+          ``_stacked_head`` (one BN call over the m paths side by side), otherwise ``head_forward``.
         * one backward of sum_j scale * loss_j.
         """
         m, batch = len(archs), x.shape[0]
@@ -304,12 +331,35 @@ class Supernet(nn.Module):
         feats = [shared] * m
         for i, layer in enumerate(self.layers):
             feats = [layer(f, a[i], kernels) for a, f in zip(archs, feats)]
-        logits = self.head_forward(torch.cat(feats), kernels, batch=batch)
-        losses = [criterion(chunk, y) for chunk in logits.split(batch)]
+        if getattr(kernels, "stacked_head", False):
+            logits = self._stacked_head(feats)
+        else:
+            logits = self.head_forward(torch.cat(feats), kernels, batch=batch).view(m, batch, -1)
+        losses = [criterion(path_logits, y) for path_logits in logits]
         loss = torch.stack(losses)
         (loss.sum() * scale).backward()
-        correct = (logits.detach().argmax(1).view(m, batch) == y.view(1, batch)).sum(1)
+        correct = (logits.detach().argmax(-1) == y.view(1, batch)).sum(1)
         return {"loss": loss.detach(), "correct": correct}
+
+    def _stacked_head(self, feats) -> torch.Tensor:
+        """Logits (m, B, classes) of the m paths' last features, the paths side by side in the channels.
+
+        The 1x1 conv runs as one matmul on the (B, H, W, m, C_in) stack, so its output viewed as
+        (B, m*C, H, W) is channels_last with path j's channels at j*C: the per-path BatchNorm is then one
+        BN call over m*C channels (``_per_path_batch_norm``), and the pooled (B, m, C) features go through
+        the classifier at once. Besides the fewer calls, every gradient of the head stays channels_last:
+        ``head_forward``'s ``mean((2, 3))`` hands back a contiguous (NCHW) gradient, which makes the
+        backward of ReLU6 and BN mix layouts, their slow path.
+        """
+        conv, bn, act = self.conv_before_pooling
+        m = len(feats)
+        n, _, h, w = feats[0].shape
+        stacked = torch.stack([f.permute(0, 2, 3, 1) for f in feats], 3)  # (B, H, W, m, C_in)
+        hidden = F.linear(stacked, conv.weight.flatten(1), conv.bias)  # (B, H, W, m, C)
+        c = hidden.shape[-1]
+        hidden = act(_per_path_batch_norm(bn, hidden.view(n, h, w, m * c).permute(0, 3, 1, 2), m))
+        pooled = hidden.permute(0, 2, 3, 1).reshape(n, h * w, m, c).mean(1)  # (B, m, C)
+        return self.classifier(self.dropout(pooled)).transpose(0, 1)
 
     # -- stand-alone extraction ------------------------------------------------------------------
     def extract(self, arch) -> ScarletNet:

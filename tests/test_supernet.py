@@ -16,6 +16,7 @@ def grads(net):
     return {n: p.grad for n, p in net.named_parameters()}
 
 
+
 def test_identity_and_let_supernets_share_common_weights():
     ident = Supernet(SPACE_SE, "identity", WIDTH, seed=3).state_dict()
     let = Supernet(SPACE_SE, "let", WIDTH, seed=3).state_dict()
@@ -27,7 +28,7 @@ def test_identity_and_let_supernets_share_common_weights():
 
 
 @pytest.mark.parametrize("mode", ["identity", "let"])
-def test_path_forward_equals_extracted_model(mode):
+def test_path_forward_equals_extracted_model(one_thread, mode):
     net = Supernet(SPACE_SE, mode, WIDTH, seed=0, zero_init_residual=False).eval()
     x = torch.randn(4, 3, 32, 32)
     for arch in SPACE_SE.sample_fair(1)[:4]:
@@ -38,7 +39,7 @@ def test_path_forward_equals_extracted_model(mode):
 @pytest.mark.parametrize("space", [SPACE_SE, SPACE_NO_SE], ids=["13", "7"])
 @pytest.mark.parametrize("mode", ["identity", "let", "let_relu"])
 @pytest.mark.parametrize("reduction", ["per_weight", "mean", "sum"])
-def test_fused_step_equals_sequential(space, mode, reduction):
+def test_fused_step_equals_sequential(one_thread, space, mode, reduction):
     # ImageNet layout at 32x32 reaches 1x1, so every fast kernel is exercised (sequential: plain modules).
     # released init: with zero-initialised residual BNs, the residual branches' conv grads would be zero
     seq = Supernet(space, mode, WIDTH, small_input=False, seed=1, zero_init_residual=False).double()
@@ -80,7 +81,7 @@ def test_zero_init_residual_starts_residual_candidates_as_identity():
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_reduction_scales_gradients(fused):
+def test_reduction_scales_gradients(one_thread, fused):
     net = Supernet(SPACE_NO_SE, "let", WIDTH, seed=0, zero_init_residual=False).double()
     x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
     archs = SPACE_NO_SE.sample_fair(0)
@@ -111,7 +112,7 @@ def test_reduction_scales_gradients(fused):
     assert all(not p._backward_hooks for p in net.parameters())  # the step's hooks are removed
 
 
-def test_strict_fair_step_touches_every_candidate_once():
+def test_strict_fair_step_touches_every_candidate_once(one_thread):
     net = Supernet(SPACE_NO_SE, "let", WIDTH, seed=0)
     calls = {}
     for i, layer in enumerate(net.layers):
@@ -122,7 +123,7 @@ def test_strict_fair_step_touches_every_candidate_once():
     assert all(p.grad is not None for p in net.parameters())  # every weight trained in one fair step
 
 
-def test_single_path_step_matches_one_path_fair_step():
+def test_single_path_step_matches_one_path_fair_step(one_thread):
     a = Supernet(SPACE_SE, "let", WIDTH, seed=0).double()
     b = copy.deepcopy(a)
     x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
@@ -169,3 +170,50 @@ def test_capture_features_shapes_and_one_pass():
     g = let.capture_features(x, arch, layers=(1,))
     assert g[1].shape == f[1].shape and torch.count_nonzero(g[1][:, cin:]) > 0
     torch.testing.assert_close(f[15], ident(x, arch, upto=15))
+
+
+@pytest.mark.parametrize("space", [SPACE_NO_SE, SPACE_SE], ids=["7", "13"])
+@pytest.mark.parametrize("mode", ["identity", "let", "let_relu"])
+def test_fused_fast_step_equals_plain_sequential_step_in_the_small_input_layout(one_thread, space, mode):
+    # the cpu profile's layout (stem stride 1): at 16x16 the maps are 16, 8, 4, 2 and 1 pixels wide, so the
+    # depthwise weight gradient by conv (5x5 / 7x7, stride 1 and 2), dense maps, oneDNN's 3x3 gradient and
+    # the stacked head all run
+    seq = Supernet(space, mode, WIDTH, small_input=True, seed=2, zero_init_residual=False).double()
+    fused = copy.deepcopy(seq)
+    x, y = torch.randn(4, 3, 16, 16, dtype=torch.float64), torch.randint(0, 10, (4,))
+    archs = space.sample_fair(3)
+    a = seq.fair_step(x, y, archs, fused=False, kernels="plain")
+    b = fused.fair_step(x, y, archs, fused=True, kernels="fast")
+    torch.testing.assert_close(a["loss"], b["loss"], rtol=1e-12, atol=1e-12)
+    assert torch.equal(a["correct"], b["correct"])
+    for (n, p), q in zip(seq.named_parameters(), fused.parameters()):
+        assert (p.grad is None) == (q.grad is None), n
+        if p.grad is not None:  # float64 rounding of sums in another order, relative to the tensor's scale
+            scale = max(1.0, p.grad.abs().max().item())
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-11 * scale, msg=n)
+    for (n, ba), bb in zip(seq.named_buffers(), fused.buffers()):
+        torch.testing.assert_close(bb, ba, rtol=1e-12, atol=1e-14, msg=n)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("state", ["train", "eval", "untracked"])
+def test_per_path_batch_norm_equals_one_bn_call_per_path_in_path_order(momentum, state):
+    from scarlet_lib.supernet import _per_path_batch_norm
+
+    m, c = 3, 5
+    bn = nn.BatchNorm2d(c, momentum=momentum, track_running_stats=state != "untracked").double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-1, 1)
+        if state != "untracked":
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.num_batches_tracked.fill_(4)
+    bn.train(state != "eval")
+    ref = copy.deepcopy(bn)
+    x = torch.randn(6, m * c, 3, 2, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    want = torch.cat([ref(block) for block in x.split(c, 1)], 1)
+    got = _per_path_batch_norm(bn, x, m)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for (n, a), b in zip(ref.named_buffers(), bn.buffers()):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-14, msg=n)
