@@ -9,7 +9,8 @@ PDF), tables (CSV) and run records go to the committed folder of the profile (``
 ``figures/`` for ``cpu-long``, the headline evidence, ``figures/cpu/`` for ``cpu``) and to ``<output>/figures``
 for the others (``--figures`` overrides). Everything given on the command line is
 checked before any notebook starts: profile, notebook names, device, and every ``--set`` (the name must
-be a parameter of a selected notebook, the value must have that parameter's type). A failing notebook
+be a parameter of a selected notebook, the value must have that parameter's type and lie in its accepted
+range, ``PARAMETER_RULES``). A failing notebook
 is reported with the cell that failed; the other notebooks still run; the exit status is 1 if any
 failed. A summary with durations is printed and written to ``<output>/summary.csv``.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 import os
 import sys
 import time
@@ -25,11 +27,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import artifacts
+from .data import DATASETS
 from .profiles import (COMMITTED_FIGURES, DEFAULT_PROFILE, NOTEBOOKS, PROFILES, SUPERNET_NOTEBOOKS, profile_parameters,
                        resolve_notebook)
 from .recipes import SupernetRecipe, arm_recipe
 
-__all__ = ["REPO_ROOT", "NOTEBOOK_DIR", "ParameterError", "RunPlan", "notebook_parameters", "parse_override",
+__all__ = ["REPO_ROOT", "NOTEBOOK_DIR", "ParameterError", "PARAMETER_RULES", "RunPlan", "notebook_parameters",
+           "parse_override", "check_values",
            "plan_run", "run_notebook", "run", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +109,53 @@ def _coerce(name: str, value: Any, default: Any, notebook: str) -> Any:
                          f"(default {default!r}), got {value!r} ({_type_name(value)})")
 
 
+def _count(least: int):
+    return (lambda v: isinstance(v, int) and v >= least), f"an integer >= {least}"
+
+
+def _real(low: float, high: float, low_open: bool = False, high_open: bool = False):
+    def ok(v):
+        return (isinstance(v, (int, float)) and math.isfinite(v) and (v > low if low_open else v >= low)
+                and (v < high if high_open else v <= high))
+    shown = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    return ok, f"a finite number in {shown}"
+
+
+def _seed_list(least: int = 0, min_len: int = 1):
+    return (lambda v: isinstance(v, list) and len(v) >= min_len and len(set(v)) == len(v)
+            and all(isinstance(x, int) and x >= least for x in v),
+            f"a list of at least {min_len} distinct integers >= {least}")
+
+
+_POSITIVE = _real(0, math.inf, low_open=True, high_open=True)
+# parameter name -> (accepted(value), what is accepted); the same name means the same thing in every notebook
+PARAMETER_RULES = {
+    **{name: _count(1) for name in (
+        "batch_size", "channels", "epochs", "eval_batches", "eval_every", "eval_images",
+        "eval_paths", "fold_batch", "fold_input_size", "generations", "image_size", "images", "n_models",
+        "n_resamples", "population", "processes", "standalone_epochs", "table_rows", "threads", "top_k")},
+    **{name: _count(0) for name in ("block_steps", "eval_limit", "seed", "steps_per_epoch", "standalone_steps_per_epoch",
+                                    "warmup_steps")},
+    "high_layer": ((lambda v: isinstance(v, int) and 0 <= v < 19), "a layer index in 0..18"),
+    **{name: _POSITIVE for name in ("lr", "standalone_lr", "width", "fold_width")},
+    **{name: _real(0, 1, low_open=True) for name in ("far_below_points", "plateau_fraction")},
+    **{name: _real(0, 1, high_open=True) for name in ("margin", "plateau_tolerance")},
+    "min_reference_tau": _real(-1, 1),
+    "seeds": _seed_list(), "standalone_seeds": _seed_list(min_len=2),
+    "subset_sizes": _seed_list(least=2),
+    "dataset": ((lambda v: v in DATASETS), f"one of {', '.join(DATASETS)}"),
+}
+
+
+def check_values(notebook: str, params: dict[str, Any]) -> None:
+    """Every parameter with a rule in ``PARAMETER_RULES`` lies in its accepted range, else a ParameterError
+    naming the notebook, the parameter, the value and what is accepted."""
+    bad = [f"{name}={value!r} (accepted: {PARAMETER_RULES[name][1]})" for name, value in params.items()
+           if name in PARAMETER_RULES and not PARAMETER_RULES[name][0](value)]
+    if bad:
+        raise ParameterError(f"{notebook}: bad parameter value(s): {'; '.join(bad)}")
+
+
 @dataclass
 class RunPlan:
     profile: str
@@ -157,6 +208,7 @@ def plan_run(profile: str = DEFAULT_PROFILE, only: Sequence[str] | None = None, 
         for nb in hit:
             params[nb][name] = _coerce(name, value, defaults[nb][name], nb)
     for nb in selected:
+        check_values(nb, params[nb])
         if nb in SUPERNET_NOTEBOOKS:  # the supernet settings are values of one recipe: check them now
             try:
                 recipe = SupernetRecipe.from_params(params[nb])

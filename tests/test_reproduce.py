@@ -89,6 +89,24 @@ def test_wrong_type_is_refused_with_the_expected_type():
         plan_run("smoke", only=["2"], overrides=["width=wide"])
 
 
+@pytest.mark.parametrize("override,accepted", [
+    ("epochs=-5", "an integer >= 1"), ("lr=-1", r"a finite number in \(0, inf\)"),
+    ("dataset=nonsense", "one of gratings, cifar10"), ("seeds=[]", "at least 1 distinct"),
+    ("seeds=[0, 0]", "distinct"), ("08:standalone_seeds=[0]", "at least 2 distinct"),
+    ("08:min_reference_tau=2.0", r"\[-1, 1\]"), ("steps_per_epoch=-1", "an integer >= 0"),
+])
+def test_out_of_range_values_are_refused_before_any_work_with_what_is_accepted(override, accepted):
+    name = override.split(":")[-1].split("=")[0]
+    with pytest.raises(ParameterError, match=rf"bad parameter value.*{name}=.*accepted: .*{accepted}"):
+        plan_run("smoke", only=["2", "8"], overrides=[override])
+
+
+def test_every_profile_gives_values_the_rules_accept():
+    for profile in PROFILES:
+        for nb, params in plan_run(profile, device="cpu").parameters.items():
+            reproduce.check_values(nb, params)  # raises on a value out of range
+
+
 def test_unknown_parameter_is_refused_with_the_known_ones():
     with pytest.raises(ParameterError, match=r"no selected notebook has a parameter 'epochz'.*epochs"):
         plan_run("smoke", only=["2"], overrides=["epochz=3"])
