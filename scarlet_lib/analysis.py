@@ -455,6 +455,36 @@ def plateau_check(curve: pd.DataFrame, value: str, fraction: float = 0.2, tolera
     return gain, bool(gain < tolerance)
 
 
+def plateau_table(curves: pd.DataFrame, value: str, by: Sequence[str], fraction: float = 0.2,
+                  tolerance: float = 0.02, x: str = "epoch", start: float | None = -1) -> pd.DataFrame:
+    """``plateau_check`` for every run of a long table: one row per group of ``by`` with ``gain`` (what the
+    last ``fraction`` of training added) and ``at_plateau``. ``start=-1``: training counted from before the
+    first evaluated epoch."""
+    _require(curves, [*by, x, value], "curves")
+    rows = []
+    for key, g in curves.groupby(list(by), sort=False):
+        gain, flat = plateau_check(g, value, fraction, tolerance, x=x, start=start)
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "gain": gain, "at_plateau": flat})
+    return pd.DataFrame(rows, columns=[*by, "gain", "at_plateau"])
+
+
+def figure3_verdict(final_means: Mapping[str, float], plateau: pd.DataFrame, chance: float,
+                    margin: float = 0.15, reference_arms: Sequence[str] = ("folded", "let")) -> tuple[bool, str]:
+    """Whether Figure 3's gaps can be read: the reference arms well above chance (``well_above_chance``) and
+    every run at a plateau (``plateau_table``). LET+ReLU falling towards chance is the effect under test, so
+    only the reference arms must learn; every arm must have stopped improving, else a gap may be a
+    difference in speed rather than in what the networks can represent."""
+    ok, sentence = well_above_chance({a: float(final_means[a]) for a in reference_arms}, chance, margin)
+    rising = plateau[~plateau["at_plateau"].astype(bool)]
+    if len(rising):
+        shown = ", ".join(f"{r.arm} seed {r.seed} {100 * r.gain:+.1f}" if np.isfinite(r.gain)
+                          else f"{r.arm} seed {r.seed} (curve too short)" for r in rising.itertuples())
+        msg = (f"Not a finding: not at a plateau, the last part of training still added points ({shown}). "
+               "A gap here may be a difference in training speed; train longer (the cpu-long profile).")
+        return False, (msg if ok else sentence + " " + msg)
+    return ok, sentence + (" Every run at a plateau." if ok else "")
+
+
 def oneshot_gates(scores: pd.DataFrame, chance: float, epoch: int | None = None, fraction: float = 0.2,
                   tolerance: float = 0.02, start: float | None = None) -> pd.DataFrame:
     """The gate table ``claim_verdicts`` reads, from the scores' own per-epoch curves.
@@ -624,6 +654,7 @@ def supernet_gates(scores: pd.DataFrame, log: pd.DataFrame | None, chance: float
 # Figure 5: similarity of a layer's choices that a change of channel basis (a LET) does not punish
 # ------------------------------------------------------------------------------------------------
 
+__all__ += ["plateau_table", "figure3_verdict"]
 __all__ += ["linear_cka", "feature_matrix", "layer_cka", "channel_cosine", "choice_similarity_pairs"]
 
 

@@ -115,6 +115,9 @@ PROFILES["cpu-long"] = {
     "supernet": _SUPERNET_CPU_LONG,
     "notebooks": dict(PROFILES["cpu"]["notebooks"],
                       **{"02_supernet_stability": dict(_FIGURE1, seeds=[0, 1, 2, 3, 4], block_steps=100),
+                         # Figure 3 to a plateau: the cpu recipe, 10x the steps
+                         "03_relu_vs_linear": dict(PROFILES["cpu"]["notebooks"]["03_relu_vs_linear"], epochs=10,
+                                                   steps_per_epoch=100),
                          "08_ranking_fidelity": dict(_RANKING, seeds=[0, 1, 2, 3, 4], standalone_epochs=6,
                                                      standalone_steps_per_epoch=100)}),
 }

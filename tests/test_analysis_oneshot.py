@@ -248,3 +248,33 @@ def test_oneshot_scores_join_the_trainers_tables_with_their_arm_mode_and_seed():
     assert list(out.columns) == list(analysis.SCORE_COLUMNS) + ["identity_at_shape_change"]
     assert (out["arm"] == "paper").all() and (out["seed"] == 4).all()
     assert out["identity_at_shape_change"].tolist() == [True, True]  # layer 19 (-> 320 ch) and layer 1 (s2)
+
+
+def _fig3_curves(last_gain: float) -> pd.DataFrame:
+    rows = []
+    for arm in ("folded", "let", "let_relu"):
+        for seed in (0, 1):
+            for e, acc in enumerate([0.3, 0.5, 0.6, 0.62, 0.62 + (last_gain if arm == "let" and seed == 1 else 0)]):
+                rows.append({"arm": arm, "seed": seed, "epoch": e, "heldout_acc": acc})
+    return pd.DataFrame(rows)
+
+
+def test_plateau_table_gives_each_run_the_gain_of_its_last_fifth():
+    table = analysis.plateau_table(_fig3_curves(0.05), "heldout_acc", ["arm", "seed"])
+    assert len(table) == 6
+    # 5 epochs counted from -1: the last fifth starts at epoch 3, so the gain is acc[4] - acc[3]
+    row = table[(table["arm"] == "let") & (table["seed"] == 1)].iloc[0]
+    assert row["gain"] == pytest.approx(0.05) and not row["at_plateau"]
+    assert table.drop(row.name)["at_plateau"].all()
+
+
+def test_figure3_verdict_needs_reference_arms_above_chance_and_every_run_at_a_plateau():
+    means = {"folded": 0.6, "let": 0.62, "let_relu": 0.12}  # LET+ReLU near chance is the effect, not a block
+    flat = analysis.plateau_table(_fig3_curves(0.0), "heldout_acc", ["arm", "seed"])
+    ok, text = analysis.figure3_verdict(means, flat, chance=0.1)
+    assert ok and "plateau" in text
+    rising = analysis.plateau_table(_fig3_curves(0.05), "heldout_acc", ["arm", "seed"])
+    ok, text = analysis.figure3_verdict(means, rising, chance=0.1)
+    assert not ok and "let seed 1 +5.0" in text
+    ok, text = analysis.figure3_verdict({**means, "folded": 0.2}, flat, chance=0.1)
+    assert not ok and "folded" in text

@@ -18,7 +18,7 @@ ARTIFACTS = {
     "02_supernet_stability": (["02_figure1", "02_figure1_bottom", "02_effects", "02_strata"],
                               ["02_path_log", "02_oneshot_scores", "02_oneshot_summary", "02_gates", "02_effects",
                                "02_verdicts", "02_strata"]),
-    "03_relu_vs_linear": (["03_figure3"], ["03_curves", "03_final", "03_gaps"]),
+    "03_relu_vs_linear": (["03_figure3"], ["03_curves", "03_final", "03_gaps", "03_loss_gaps", "03_plateau"]),
     "04_feature_maps": (["04_figure5_layer1", "04_figure5_layer12", "04_figure5_similarity"],
                         ["04_choice_similarity", "04_choice_similarity_pairs"]),
     "05_table3_figure4": (["05_figure4"], ["05_table3"]),
