@@ -66,7 +66,7 @@ PROFILES: dict[str, dict] = {
             "01_let_equivalence": dict(seed=0, fold_width=0.25, fold_batch=2),
             "02_supernet_stability": dict(_FIGURE1, seeds=[0, 1], block_steps=1),
             "03_relu_vs_linear": dict(seeds=[0, 1], epochs=1, steps_per_epoch=2, batch_size=8, image_size=32, eval_batches=1,
-                                      width=0.25, dataset="gratings", data_root=""),
+                                      width=0.25, dataset="gratings", data_root="", processes=1),
             "04_feature_maps": dict(seed=0, arm="calibrated", channels=4, images=2),
             "05_table3_figure4": dict(checkpoint_path="", imagenet_root=""),
             "06_search": dict(seed=0, arm="calibrated", population=6, generations=2, eval_batches=1),
