@@ -540,7 +540,8 @@ def train_standalone(arch, data: DataBundle, epochs: int = 1, identity_mode: str
                      recipe: str = "sgd", width_mult: float = 1.0, lr: float | None = None,
                      weight_decay: float | None = None, dropout: float | None = None,
                      steps_per_epoch: int | None = None, eval_batches: int | None = None, device=None,
-                     progress: bool = True, dist_ctx: DistContext | None = None) -> StandaloneResult:
+                     progress: bool = True, dist_ctx: DistContext | None = None, checkpoint_dir=None,
+                     resume: bool = True, stop_after: int | None = None) -> StandaloneResult:
     """Train one architecture from scratch; per-epoch train/held-out curves (Figure 3 ablation).
 
     The initial weights come from ``models.init_weights(model, seed)`` (per module, by name), so the
@@ -549,11 +550,14 @@ def train_standalone(arch, data: DataBundle, epochs: int = 1, identity_mode: str
     ``recipe``: "sgd" (default) or "paper" (see ``_standalone_optimizer``; dropout 0.2 unless given).
     Values are checked before any work (``lr`` 0 is accepted: the weights stay the initial ones). A NaN or
     infinite training loss stops the run with ``TrainingDiverged`` naming the step, before its update.
+    ``checkpoint_dir``, ``resume``, ``stop_after``: as in ``train_supernet`` (``last.pt`` every epoch, a rerun
+    continues from the last finished epoch and ends exactly like an uninterrupted run).
     """
     _check_choice("recipe", recipe, RECIPES)
     _check_positive_int("epochs", epochs)
     _check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
     _check_positive_int("eval_batches", eval_batches, allow_none=True)
+    _check_positive_int("stop_after", stop_after, allow_none=True)
     _check_number("width_mult", width_mult, 0.0, math.inf, closed_low=False)
     for name, value, high in (("lr", lr, math.inf), ("weight_decay", weight_decay, math.inf), ("dropout", dropout, 1.0)):
         if value is not None:
@@ -561,6 +565,8 @@ def train_standalone(arch, data: DataBundle, epochs: int = 1, identity_mode: str
     if not isinstance(data, DataBundle):
         raise TypeError(f"data must be a DataBundle from scarlet_lib.data.get_data, got {type(data).__name__}")
     arch = Architecture.coerce(arch)
+    if checkpoint_dir is not None:
+        check_output_dir(checkpoint_dir)
     ctx = dist_ctx or DistContext.current()
     device = torch.device(device or "cpu")
     dropout = (0.2 if recipe == "paper" else 0.0) if dropout is None else dropout
@@ -578,10 +584,25 @@ def train_standalone(arch, data: DataBundle, epochs: int = 1, identity_mode: str
               "image_size": data.image_size, "small_input": data.small_input, "batch_size": data.batch_size,
               "epochs": epochs, "steps_per_epoch": steps_per_epoch, "seed": seed, "world_size": ctx.world_size,
               "device": str(device), "versions": run_info(seed)}
+    identity_keys = [k for k in params if k not in ("device", "versions")]
     heldout = list(islice(iter(data.heldout_loader), eval_batches))
     torch.manual_seed(derive_seed("dropout", seed))
-    rows = []
-    for epoch in range(epochs):
+    rows, start_epoch, steps_done, stopped = [], 0, 0, False
+    ckpt_file = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    ckpt = _resume_state(checkpoint_dir, resume, params, identity_keys, device)
+    if ckpt is not None:
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            _set_rng_state(ckpt["rng"])
+            rows, start_epoch = _rows(ckpt["logs"]["curves"]), int(ckpt["epoch"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"training checkpoint {str(ckpt_file)!r} does not fit this run ({type(e).__name__}); "
+                                  "delete it to train this run again from its start") from e
+        if ctx.enabled:
+            broadcast_parameters(model)
+    for epoch in range(start_epoch, epochs):
         model.train()
         bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", progress and ctx.is_main)
         loss_sum = torch.zeros((), device=device)
@@ -589,6 +610,9 @@ def train_standalone(arch, data: DataBundle, epochs: int = 1, identity_mode: str
         seen = 0
         for step, (x, y) in enumerate(islice(data.train_batches(epoch, order_seed=seed, rank=ctx.rank,
                                                                 world_size=ctx.world_size), steps_per_epoch)):
+            if stop_after is not None and steps_done >= stop_after:
+                stopped = True
+                break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
@@ -598,14 +622,17 @@ def train_standalone(arch, data: DataBundle, epochs: int = 1, identity_mode: str
                 all_reduce_gradients(model.parameters(), ctx.world_size)
             seen_loss = all_reduce_sum(loss.detach()) / ctx.world_size if ctx.enabled else loss.detach()
             _check_finite_loss([seen_loss.item()], epoch, step, epoch * steps_per_epoch + step,
-                               optimizer.param_groups[0]["lr"], None)  # every rank sees the same mean
+                               optimizer.param_groups[0]["lr"], ckpt_file)  # every rank sees the same mean
             optimizer.step()
             scheduler.step()
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
+            steps_done += 1
             bar.update(1)
         bar.close()
+        if stopped:
+            break
         if ctx.enabled:
             loss_sum, correct = all_reduce_sum(loss_sum), all_reduce_sum(correct)
             seen *= ctx.world_size
@@ -614,7 +641,15 @@ def train_standalone(arch, data: DataBundle, epochs: int = 1, identity_mode: str
         rows.append({"epoch": epoch, "identity_mode": identity_mode, "train_loss": loss_sum.item() / seen,
                      "train_acc": correct.item() / seen, "heldout_acc": held,
                      "lr": optimizer.param_groups[0]["lr"]})
-    return StandaloneResult(pd.DataFrame(rows), params, model)
+        if ckpt_file is not None and ctx.is_main:
+            save_checkpoint({"format": CHECKPOINT_FORMAT, "params": params, "epoch": epoch + 1,
+                             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "rng": _rng_state(device),
+                             "logs": {"curves": _columns(rows)}}, ckpt_file)
+    result = StandaloneResult(pd.DataFrame(rows), params, model, completed=not stopped)
+    if checkpoint_dir is not None and ctx.is_main:
+        result.save(checkpoint_dir)
+    return result
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -638,6 +673,8 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--download", action="store_true")
         s.add_argument("--workers", type=int, default=0)
         s.add_argument("--epochs", type=int, default=1)
+        s.add_argument("--no-resume", action="store_true", help="train from the start even if --out holds last.pt")
+        s.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (resume later)")
         s.add_argument("--steps-per-epoch", type=int, default=None)
         s.add_argument("--identity-mode", default="let", choices=("identity", "let", "let_relu"))
         s.add_argument("--width", type=float, default=0.5)
@@ -657,8 +694,6 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--eval-images", type=int, default=None,
                            help="score the paths on this many held-out images (instead of --eval-batches)")
             s.add_argument("--eval-every", type=int, default=1, help="score the fixed paths every this many epochs")
-            s.add_argument("--no-resume", action="store_true")
-            s.add_argument("--stop-after", type=int, default=None, help="stop after this many steps")
             s.add_argument("--fused", choices=("yes", "no"), default=None)
             s.add_argument("--zero-init-residual", choices=("yes", "no"), default="yes",
                            help="start every residual candidate as the identity (no: the released init)")
@@ -706,10 +741,10 @@ def _check_args(a: argparse.Namespace):
         from .validate import resolve_device
         resolve_device(a.device)  # an unknown device or CUDA without CUDA: a clear error, not an AssertionError
     recipe = None
+    _check_positive_int("--stop-after", a.stop_after, allow_none=True)
     if a.command == "supernet":
         _check_positive_int("--eval-batches", a.eval_batches)
         _check_positive_int("--eval-images", a.eval_images, allow_none=True)
-        _check_positive_int("--stop-after", a.stop_after, allow_none=True)
         recipe = supernet_recipe_from_args(a)  # checks the remaining settings
     else:
         Architecture.parse(a.arch)
@@ -760,11 +795,10 @@ def _run(a: argparse.Namespace, recipe) -> int:
             print(res.epoch_summary().to_string(index=False))
     else:
         res = train_standalone(a.arch, data, a.epochs, a.identity_mode, a.seed, a.recipe, a.width, lr=a.lr,
-                               steps_per_epoch=a.steps_per_epoch, device=device, progress=progress, dist_ctx=ctx)
+                               steps_per_epoch=a.steps_per_epoch, device=device, progress=progress, dist_ctx=ctx,
+                               checkpoint_dir=a.out, resume=not a.no_resume, stop_after=a.stop_after)
         if ctx.is_main:
             print(res.curves.to_string(index=False))
-            if a.out:
-                res.save(a.out)
     if ctx.enabled:
         import torch.distributed as dist
         dist.destroy_process_group()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -68,6 +69,24 @@ def test_stopped_and_resumed_run_ends_exactly_like_an_uninterrupted_one(data, tm
         assert (tmp_path / "b" / name).is_file()
     with pytest.raises(ValueError, match="other settings.*lr"):
         train_supernet(tiny_supernet(), data, checkpoint_dir=tmp_path / "b", lr=0.01, **kw)
+
+
+def test_stopped_and_resumed_standalone_run_ends_exactly_like_an_uninterrupted_one(data, tmp_path):
+    # the paper recipe: dropout draws from the RNG, whose state the checkpoint must carry
+    kw = dict(epochs=2, identity_mode="let", seed=1, recipe="paper", width_mult=0.25, steps_per_epoch=2,
+              eval_batches=1, progress=False)
+    straight = train_standalone(FIGURE3_ARCH, data, checkpoint_dir=tmp_path / "a", **kw)
+    first = train_standalone(FIGURE3_ARCH, data, checkpoint_dir=tmp_path / "b", stop_after=3, **kw)
+    assert not first.completed and len(first.curves) == 1  # stopped in epoch 2; last.pt is from epoch 1
+    assert load_checkpoint_file(tmp_path / "b" / "last.pt")["epoch"] == 1
+    resumed = train_standalone(FIGURE3_ARCH, data, checkpoint_dir=tmp_path / "b", **kw)
+    assert resumed.completed
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(straight.curves, resumed.curves)
+    assert (tmp_path / "b" / "curves.csv").is_file() and (tmp_path / "b" / "params.json").is_file()
+    with pytest.raises(ValueError, match="other settings.*seed"):
+        train_standalone(FIGURE3_ARCH, data, checkpoint_dir=tmp_path / "b", **{**kw, "seed": 2})
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="no torchrun")
