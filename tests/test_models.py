@@ -1,6 +1,6 @@
 """Released models, blocks, identity variants, model options and checkpoint loading.
 
-The expected state-dict layout is rebuilt here from the facts sheet (layer table written out below as
+The expected state-dict layout is rebuilt here from the released model file (layer table written out below as
 (expansion, kernel, SE) tuples), independently of ``scarlet_lib.space``/``models``.
 """
 import math
@@ -17,7 +17,7 @@ from scarlet_lib.models import (
 )
 
 ID = None
-# Facts sheet section 3, written out by hand.
+# The released architectures (the authors' model file, Scarlet_A/B/C), written out by hand.
 RELEASED = {
     "Scarlet_A": [(3, 7, 0), (6, 5, 0), (3, 5, 0), (3, 7, 1), (6, 3, 1), (3, 5, 1), (6, 3, 1), (3, 3, 0),
                   (3, 7, 1), (3, 7, 0), (3, 5, 0), (3, 7, 1), (3, 3, 0), (3, 7, 1), (6, 3, 1), (6, 5, 1),
@@ -81,7 +81,7 @@ def test_identity_slots_hold_no_keys(released, name, absent):
     assert released[name].arch.depth == 19 - len(absent)
 
 
-def test_published_architectures_match_facts():
+def test_published_architectures_match_the_released_model_file():
     for arch, name in [(SCARLET_A, "Scarlet_A"), (SCARLET_B, "Scarlet_B"), (SCARLET_C, "Scarlet_C")]:
         got = [None if b.is_identity else (b.expansion, b.kernel, int(b.se)) for b in arch.blocks]
         assert got == RELEASED[name]

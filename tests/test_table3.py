@@ -7,7 +7,7 @@ from scarlet_lib.models import get_model
 from scarlet_lib.profiling import count_madds, count_params
 from scarlet_lib.table3 import count_definition, table3
 
-# Facts sheet section 5, copied as printed: model MAdds/params/top-1/top-5.
+# The paper's Table 3 (arXiv 1908.06022v1), copied as printed: model MAdds/params/top-1/top-5.
 FACTS_TABLE3 = """MobileNetV2 1.0 300/3.4/72.0/91.0; MobileNetV3
 Large 219/5.4/75.2/92.2; MnasNet-A1 312/3.9/75.2/92.5; MnasNet-A2 340/4.8/75.6/92.7; FBNet-B 295/4.5/74.1/-;
 Proxyless-R Mobile 320/4.0/74.6/92.2; Proxyless GPU 465/7.1/75.1/-; Single-Path NAS 365/4.3/75.0/92.2;
@@ -15,7 +15,7 @@ FairNAS-A 388/4.6/75.3/92.4; MoGA-A 304/5.1/75.9/92.8; EfficientNet-B0 390/5.3/7
 SCARLET-A 365/6.7/76.9/93.4; SCARLET-B 329/6.5/76.3/93.0; SCARLET-C 280/6.0/75.6/92.6."""
 
 
-def parse_facts():
+def parse_paper_table3():
     rows = []
     for item in FACTS_TABLE3.replace("\n", " ").rstrip(".").split(";"):
         name, figures = item.strip().rsplit(" ", 1)
@@ -31,7 +31,7 @@ def df():
 
 def test_every_paper_row_with_paper_figures(df):
     paper = df[df.in_paper]
-    facts = parse_facts()
+    facts = parse_paper_table3()
     assert len(facts) == 14 and paper.model.tolist() == [r[0] for r in facts]
     for (name, madds, params, top1, top5), (_, row) in zip(facts, paper.iterrows()):
         assert (row.paper_madds_M, row.paper_params_M, row.paper_top1) == (madds, params, top1), name
