@@ -1,0 +1,31 @@
+"""scripts/compare_runs.py: the largest difference per numeric column of two runs' tables."""
+import importlib.util
+import math
+from pathlib import Path
+
+import pandas as pd
+
+_spec = importlib.util.spec_from_file_location("compare_runs", Path(__file__).parents[1] / "scripts" / "compare_runs.py")
+compare_runs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(compare_runs)
+
+
+def test_identical_tables_and_a_perturbed_column():
+    a = pd.DataFrame({"arm": ["x", "y"], "acc": [0.5, float("nan")], "n": [3, 4]})
+    same = compare_runs.compare_tables(a, a.copy())
+    assert all(r["identical"] for r in same) and {r["column"] for r in same} == {"acc", "n"}
+    b = a.assign(acc=[0.53, float("nan")])
+    rows = {r["column"]: r for r in compare_runs.compare_tables(a, b)}
+    assert math.isclose(rows["acc"]["max_abs_diff"], 0.03) and not rows["acc"]["identical"]
+    assert rows["n"]["identical"]
+    shape = compare_runs.compare_tables(a, a.iloc[:1])
+    assert shape[0]["column"] == "(shape)" and not shape[0]["identical"]
+
+
+def test_command_writes_the_comparison(tmp_path, capsys):
+    for name, acc in (("a", 0.5), ("b", 0.25)):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"acc": [acc]}).to_csv(tmp_path / name / "t.csv", index=False)
+    assert compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")]) == 0
+    out = pd.read_csv(tmp_path / "cmp.csv")
+    assert out.loc[0, "max_abs_diff"] == 0.25 and "0 of 1 compared columns identical" in capsys.readouterr().out
