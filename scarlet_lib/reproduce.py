@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 from . import artifacts
 from .data import DATASETS
+from .space import NUM_LAYERS
 from .profiles import (COMMITTED_FIGURES, DEFAULT_PROFILE, NOTEBOOKS, PROFILES, SUPERNET_NOTEBOOKS, profile_parameters,
                        resolve_notebook)
 from .recipes import SupernetRecipe, arm_recipe
@@ -136,7 +137,7 @@ PARAMETER_RULES = {
         "n_resamples", "population", "processes", "standalone_epochs", "table_rows", "threads", "top_k")},
     **{name: _count(0) for name in ("block_steps", "eval_limit", "seed", "steps_per_epoch", "standalone_steps_per_epoch",
                                     "warmup_steps")},
-    "high_layer": ((lambda v: isinstance(v, int) and 0 <= v < 19), "a layer index in 0..18"),
+    "high_layer": ((lambda v: isinstance(v, int) and 0 <= v < NUM_LAYERS), f"a layer index in 0..{NUM_LAYERS - 1}"),
     **{name: _POSITIVE for name in ("lr", "standalone_lr", "width", "fold_width")},
     **{name: _real(0, 1, low_open=True) for name in ("far_below_points", "plateau_fraction")},
     **{name: _real(0, 1, high_open=True) for name in ("margin", "plateau_tolerance")},

@@ -246,6 +246,22 @@ def _resume_state(checkpoint_dir, resume, params, identity_keys, device):
     return ckpt
 
 
+def _restore_training(ckpt: dict, model, optimizer, scheduler, checkpoint_dir) -> tuple[dict, int]:
+    """Load a checkpoint's model, optimizer, scheduler and RNG states; return its logs and the epoch to start
+    from. A checkpoint that does not fit the run is one ``CheckpointError`` naming the file."""
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"])
+        return dict(ckpt["logs"]), int(ckpt["epoch"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        path = Path(checkpoint_dir) / CHECKPOINT_NAME
+        raise CheckpointError(f"training checkpoint {str(path)!r} does not fit this run ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); delete it to train "
+                              "this run again from its start") from e
+
+
 # -- results --------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
@@ -421,18 +437,8 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
     step_rows, eval_rows, start_epoch = [], [], 0
     ckpt = _resume_state(checkpoint_dir, resume, params, identity_keys, device)
     if ckpt is not None:
-        try:
-            supernet.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            _set_rng_state(ckpt["rng"])
-            step_rows, eval_rows = _rows(ckpt["logs"]["steps"]), _rows(ckpt["logs"]["evals"])
-            start_epoch = int(ckpt["epoch"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            path = Path(checkpoint_dir) / CHECKPOINT_NAME
-            raise CheckpointError(f"training checkpoint {str(path)!r} does not fit this run ({type(e).__name__}: "
-                                  f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); delete it to train "
-                                  "this run again from its start") from e
+        logs, start_epoch = _restore_training(ckpt, supernet, optimizer, scheduler, checkpoint_dir)
+        step_rows, eval_rows = _rows(logs["steps"]), _rows(logs["evals"])
     if ctx.enabled:
         broadcast_parameters(supernet)
 
@@ -591,15 +597,8 @@ def train_standalone(arch, data: DataBundle, epochs: int = 1, identity_mode: str
     ckpt_file = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     ckpt = _resume_state(checkpoint_dir, resume, params, identity_keys, device)
     if ckpt is not None:
-        try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            _set_rng_state(ckpt["rng"])
-            rows, start_epoch = _rows(ckpt["logs"]["curves"]), int(ckpt["epoch"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"training checkpoint {str(ckpt_file)!r} does not fit this run ({type(e).__name__}); "
-                                  "delete it to train this run again from its start") from e
+        logs, start_epoch = _restore_training(ckpt, model, optimizer, scheduler, checkpoint_dir)
+        rows = _rows(logs["curves"])
         if ctx.enabled:
             broadcast_parameters(model)
     for epoch in range(start_epoch, epochs):
