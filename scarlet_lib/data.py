@@ -257,6 +257,7 @@ class GratingSpec:
 # first version (more jitter, a distractor grating, more noise): small CNNs still learn it, supernets
 # need far longer.
 GRATING_DIFFICULTIES: dict[str, GratingSpec] = {
+    "easy": GratingSpec(orientation_jitter=4.0, frequency_jitter=0.04, contrast=(0.35, 0.50), noise=0.04),
     "standard": GratingSpec(),
     "hard": GratingSpec(bands=(3.0, 6.0), orientation_jitter=12.0, frequency_jitter=0.2, contrast=(0.10, 0.35),
                         distractor=0.15, noise=0.12),

@@ -24,7 +24,7 @@ from multiprocessing import get_context
 from typing import Any, Iterable, Mapping, Sequence
 
 from .blocks import IDENTITY_MODES, LET_INITS
-from .data import DATASETS
+from .data import DATASETS, GRATING_DIFFICULTIES
 
 __all__ = ["SupernetRecipe", "ARMS", "arm_recipe", "RECIPE_FIELDS", "run_jobs", "TRAIN_THREADS", "default_processes"]
 
@@ -55,6 +55,7 @@ class SupernetRecipe:
     space: str = "no_se"
     width: float = 0.25
     dataset: str = "gratings"
+    difficulty: str = "standard"
     data_root: str = ""
     image_size: int = 32
     batch_size: int = 32
@@ -82,6 +83,11 @@ class SupernetRecipe:
             _fail("space", self.space, f"accepted: {SPACES} (13 choices with SE, 7 without)")
         if str(self.dataset).lower() not in DATASETS:
             _fail("dataset", self.dataset, f"accepted: {DATASETS}")
+        if self.difficulty not in GRATING_DIFFICULTIES:
+            _fail("difficulty", self.difficulty, f"accepted: {tuple(GRATING_DIFFICULTIES)} (the grating presets)")
+        if str(self.dataset).lower() != "gratings" and self.difficulty != "standard":
+            _fail("difficulty", self.difficulty, f"accepted with dataset={self.dataset!r}: 'standard' (a grating "
+                  "preset; other datasets have no difficulty)")
         if self.let_init not in LET_INITS:
             _fail("let_init", self.let_init, f"accepted: {LET_INITS}")
         if self.identity_mode == "identity" and self.let_init != "he":
@@ -145,7 +151,8 @@ class SupernetRecipe:
     def cli_args(self) -> list[str]:
         """The ``python -m scarlet_lib.train supernet`` flags that train this recipe."""
         a = ["--identity-mode", self.identity_mode, "--seed", str(self.seed), "--space", self.space.replace("_", "-"),
-             "--width", repr(float(self.width)), "--dataset", self.dataset, "--image-size", str(self.image_size),
+             "--width", repr(float(self.width)), "--dataset", self.dataset, "--difficulty", self.difficulty,
+             "--image-size", str(self.image_size),
              "--batch-size", str(self.batch_size), "--lr", repr(float(self.lr)), "--warmup-steps", str(self.warmup_steps),
              "--epochs", str(self.epochs), "--steps-per-epoch", str(self.steps_per_epoch),
              "--zero-init-residual", "yes" if self.zero_init_residual else "no", "--let-init", self.let_init,
@@ -164,6 +171,7 @@ class SupernetRecipe:
 
         if self.dataset == "gratings":
             kwargs.setdefault("num_heldout", self.eval_images)
+            kwargs.setdefault("difficulty", self.difficulty)
         kwargs.setdefault("calib_batches", math.ceil(CALIB_IMAGES / self.batch_size))
         return get_data(self.dataset, root=self.data_root or None, image_size=self.image_size,
                         batch_size=self.batch_size, seed=self.seed, stream=self.dataset == "gratings", **kwargs)

@@ -713,7 +713,8 @@ def supernet_recipe_from_args(a: argparse.Namespace):
     m = 13 if space == "se" else 7
     lr = a.lr if a.lr is not None else SUPERNET_DEFAULTS["lr"] / (m if a.reduction == "sum" else 1)
     return SupernetRecipe(identity_mode=a.identity_mode, seed=a.seed, space=space, width=float(a.width),
-                          dataset=a.dataset, data_root=a.root or "", image_size=a.image_size or 32,
+                          dataset=a.dataset, difficulty=a.difficulty, data_root=a.root or "",
+                          image_size=a.image_size or 32,
                           batch_size=a.batch_size, lr=float(lr), warmup_steps=a.warmup_steps, epochs=a.epochs,
                           steps_per_epoch=a.steps_per_epoch or 0, zero_init_residual=a.zero_init_residual == "yes",
                           let_init=a.let_init, reduction=a.reduction, eval_paths=a.eval_paths,

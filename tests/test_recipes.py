@@ -67,7 +67,9 @@ def test_arms_depart_from_the_calibrated_recipe_as_named():
     (dict(let_init="zero"), "let_init='zero'.*he"), (dict(lr=float("nan")), "lr=nan"), (dict(lr=-1.0), "lr=-1.0"),
     (dict(width=float("inf")), "width=inf"), (dict(epochs=0), "epochs=0"), (dict(dataset="nonsense"), "dataset"),
     (dict(reduction="max"), "reduction='max'"), (dict(zero_init_residual="yes"), "zero_init_residual"),
-    (dict(space="big"), "space='big'"), (dict(eval_images=0), "eval_images=0")])
+    (dict(space="big"), "space='big'"), (dict(eval_images=0), "eval_images=0"),
+    (dict(difficulty="trivial"), "difficulty='trivial'.*standard"),
+    (dict(dataset="cifar10", difficulty="hard"), "difficulty='hard'.*cifar10")])
 def test_bad_recipe_values_are_refused_with_what_is_accepted(change, message):
     with pytest.raises(ValueError, match=message):
         SupernetRecipe(**change)
@@ -75,12 +77,22 @@ def test_bad_recipe_values_are_refused_with_what_is_accepted(change, message):
         SupernetRecipe().replace(colour="red")
 
 
+def test_recipe_difficulty_chooses_the_grating_preset_of_every_image_the_supernet_sees():
+    from scarlet_lib.data import GRATING_DIFFICULTIES
+
+    for name, spec in GRATING_DIFFICULTIES.items():
+        data = TINY.replace(difficulty=name).data()
+        assert data.grating_spec == spec
+    standard, hard = TINY.data(), TINY.replace(difficulty="hard").data()
+    assert not torch.equal(standard.heldout_set[0][0], hard.heldout_set[0][0])
+
+
 def test_identity_supernets_ignore_let_init_so_arms_share_them():
     assert TINY.replace(identity_mode="identity", let_init="identity") == TINY.replace(identity_mode="identity")
 
 
 @pytest.mark.parametrize("recipe", [TINY, arm_recipe("paper", TINY).replace(identity_mode="identity", seed=3),
-                                    TINY.replace(let_init="orthogonal", space="se", eval_every=2)])
+                                    TINY.replace(let_init="orthogonal", space="se", eval_every=2, difficulty="hard")])
 def test_recipe_round_trips_through_the_command_line(recipe):
     args = _parser().parse_args(["supernet"] + recipe.cli_args())
     assert supernet_recipe_from_args(args) == recipe
