@@ -11,6 +11,13 @@ from typing import Sequence
 
 import pandas as pd
 
+from .data import get_data
+from .evaluation import accuracy
+from .let import fold_network
+from .models import FIGURE3_ARCH
+from .recipes import run_jobs
+from .train import train_standalone
+
 __all__ = ["FIGURE3_ARMS", "Figure3Settings", "figure3_run", "figure3_runs"]
 
 # arm -> identity_mode of the stand-alone model
@@ -49,11 +56,6 @@ def figure3_run(arm: str, seed: int, settings: Figure3Settings) -> tuple[pd.Data
     For the linear-LET arm the trained model is also folded (``let.fold_network``, ``drop`` and ``exact``)
     and scored again, as rows ``let_folded_drop`` / ``let_folded_exact``.
     """
-    from .data import get_data
-    from .evaluation import accuracy
-    from .let import fold_network
-    from .models import FIGURE3_ARCH
-    from .train import train_standalone
 
     if arm not in FIGURE3_ARMS:
         raise ValueError(f"unknown Figure 3 arm {arm!r}; accepted: {', '.join(FIGURE3_ARMS)}")
@@ -78,7 +80,6 @@ def figure3_run(arm: str, seed: int, settings: Figure3Settings) -> tuple[pd.Data
 def figure3_runs(settings: Figure3Settings, seeds: Sequence[int], processes: int = 1,
                  arms: Sequence[str] = tuple(FIGURE3_ARMS)) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (seed, arm) run, in ``processes`` one-thread workers: ``(curves, final)`` tables."""
-    from .recipes import run_jobs
 
     bad = [a for a in arms if a not in FIGURE3_ARMS]
     if bad:

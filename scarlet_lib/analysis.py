@@ -42,7 +42,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .space import SHAPE_CHANGE_LAYERS, Architecture
+from .evaluation import recalibrate_bn
+from .space import Architecture, NUM_LAYERS, SHAPE_CHANGE_LAYERS
 
 __all__ = ["stability_log", "add_blocks", "stability_summary", "last_block", "arch_strata", "far_below_threshold",
            "stability_effects", "paired_bootstrap", "paired_t_interval", "well_above_chance", "paired_gaps",
@@ -272,8 +273,6 @@ def layer_choice_features(supernet, x, prefix, layer: int, calib_batches=None, c
     """
     import torch
 
-    from .evaluation import recalibrate_bn
-    from .space import NUM_LAYERS
 
     prefix = Architecture.coerce(prefix)
     choices = list(choices if choices is not None else supernet.space.allowed(layer - 1))

@@ -25,12 +25,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from .kernels import PLAIN, get_kernels
+from .space import CHOICES
 
 IDENTITY_MODES = ("identity", "let", "let_relu")
 LET_INITS = ("he", "identity", "orthogonal")
 
 __all__ = ["IDENTITY_MODES", "LET_INITS", "SqueezeExcite", "InvertedResidual", "Shortcut", "LET", "make_choice_block",
-           "check_identity_mode", "check_let_init", "init_let"]
+           "check_identity_mode", "check_let_init", "init_let", "batch_norms"]
+
+
+def batch_norms(*modules: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm inside ``modules`` (what recalibration resets and the fair step adjusts)."""
+    return [m for mod in modules for m in mod.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def check_identity_mode(mode: str) -> str:
@@ -162,7 +168,6 @@ def init_let(let: LET, init: str, generator: torch.Generator | None = None) -> L
 def make_choice_block(choice: int, in_channels: int, out_channels: int, stride: int,
                       identity_mode: str = "identity") -> nn.Module:
     """The module for one choice (index into ``space.CHOICES``) at a layer of the given shape."""
-    from .space import CHOICES
 
     c = CHOICES[choice]
     if c.is_identity:

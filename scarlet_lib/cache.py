@@ -23,6 +23,12 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from . import costs
+from .models import read_torch_file
+from .recipes import SupernetRecipe, default_processes, run_jobs
+from .space import SPACE_NO_SE, SPACE_SE
+from .train import train_recipe
+
 __all__ = ["default_cache_root", "cache_key", "source_fingerprint", "Cache", "cost_table", "supernet_data",
            "supernet_run", "supernet_runs", "SupernetRun", "SPACES", "space_by_name"]
 
@@ -126,28 +132,27 @@ class Cache:
 
 
 def cost_table(root: str | os.PathLike | None = None, **kwargs):
-    """``profiling.cost_table(**kwargs)`` kept on disk: the 224x224 table costs tens of seconds to count.
+    """``costs.cost_table(**kwargs)`` kept on disk: the 224x224 table costs tens of seconds to count.
 
     Keyed by the options and the source of the modules that define the counted blocks.
     """
     import inspect
 
-    from . import profiling
 
-    bound = inspect.signature(profiling.cost_table.__wrapped__).bind(**kwargs)
+    bound = inspect.signature(costs.cost_table.__wrapped__).bind(**kwargs)
     bound.apply_defaults()
     kwargs = dict(bound.arguments)
-    cache = Cache("cost_tables", root, code_modules=("profiling", "blocks", "models", "space"))
+    cache = Cache("cost_tables", root, code_modules=("costs", "blocks", "models", "space"))
 
     def create(folder: Path):
-        t = profiling.cost_table(**kwargs)
+        t = costs.cost_table(**kwargs)
         np.savez(folder / "table.npz", fixed=np.array([t.fixed_madds, t.fixed_params], dtype=np.int64),
                  layer_madds=t.layer_madds, layer_params=t.layer_params)
 
     def read(folder: Path):
         with np.load(folder / "table.npz") as z:
             fixed = z["fixed"]
-            return profiling.CostTable(int(fixed[0]), int(fixed[1]), z["layer_madds"].copy(),
+            return costs.CostTable(int(fixed[0]), int(fixed[1]), z["layer_madds"].copy(),
                                        z["layer_params"].copy())
 
     return cache.load(kwargs, create, read)
@@ -157,7 +162,7 @@ def cost_table(root: str | os.PathLike | None = None, **kwargs):
 # Trained supernets: notebook 2 trains them, notebooks 4, 6 and 7 (and reruns) load them
 # ------------------------------------------------------------------------------------------------
 
-SUPERNET_CODE = ("supernet", "blocks", "kernels", "models", "space", "train", "data", "evaluation", "recipes")
+SUPERNET_CODE = ("supernet", "fair", "blocks", "kernels", "models", "space", "train", "data", "evaluation", "recipes")
 SPACES = ("se", "no_se")
 
 
@@ -168,7 +173,6 @@ def supernet_data(recipe, **kwargs):
 
 def space_by_name(space: str):
     """``SPACE_SE`` for "se" (13 choices), ``SPACE_NO_SE`` for "no_se" (7)."""
-    from .space import SPACE_NO_SE, SPACE_SE
 
     if space not in SPACES:
         raise ValueError(f"unknown space {space!r}; accepted: {SPACES} (13 choices with SE, 7 without)")
@@ -202,7 +206,6 @@ def _supernet_key(recipe, device: str) -> dict:
 
 
 def _check_recipe(recipe):
-    from .recipes import SupernetRecipe
 
     if not isinstance(recipe, SupernetRecipe):
         raise TypeError(f"expected a recipes.SupernetRecipe, got {type(recipe).__name__}; build one with "
@@ -223,7 +226,7 @@ def _train_into_cache(recipe, device: str, cache_dir, progress: bool = False) ->
     partial = cache.path(key).with_name(f".partial-{cache.path(key).name}")
 
     def create(folder: Path):
-        result = recipe.train(device=device, checkpoint_dir=partial, progress=progress)
+        result = train_recipe(recipe, device=device, checkpoint_dir=partial, progress=progress)
         result.save(folder)
         net = result.supernet
         torch.save({"model": net.state_dict(), "num_classes": net.num_classes, "small_input": net.small_input},
@@ -241,7 +244,6 @@ def _read_supernet_entry(cache: Cache, recipe, device: str, created: bool, fresh
     """
     import pandas as pd
 
-    from .models import read_torch_file
 
     key = _supernet_key(recipe, device)
     folder = cache.path(key)
@@ -272,7 +274,6 @@ def supernet_run(recipe, device: str = "cpu", cache_dir: str | os.PathLike | Non
     thread(s), as ``supernet_runs`` does in its workers, so an entry is the same however it was made.
     An entry that cannot be read back is removed with a warning and counts as missing (trained again).
     """
-    from .recipes import run_jobs
 
     recipe = _check_recipe(recipe)
     cache = _supernet_cache(cache_dir)
@@ -287,7 +288,6 @@ def supernet_runs(recipes, device: str = "cpu", cache_dir: str | os.PathLike | N
                   processes: int | None = None) -> list[SupernetRun]:
     """``supernet_run`` for several recipes; the missing ones are trained in ``processes`` worker processes
     (default: one per core), one thread each, so the entries are the same whatever ``processes`` is."""
-    from .recipes import default_processes, run_jobs
 
     recipes = [_check_recipe(r) for r in recipes]
     cache = _supernet_cache(cache_dir)

@@ -22,13 +22,7 @@ the repository, git-ignored); 10k images take well under a second to generate. `
 fresh images for every training step (a seeded function of (seed, epoch, step)), so the running
 training accuracy of a supernet is itself a held-out estimate.
 
-Measured on the shared 2-core CPU (32x32, seed 0), see ``CALIBRATION``: standard preset, held-out
-accuracy of a linear classifier on pixels 18.1%, of a small CNN after 3 epochs 92.5%. Strict-fair
-supernets (7 choices, width 0.25, batch 32, lr 0.05, 20 warm-up steps) leave chance within a few CPU
-minutes once residual candidates start as the identity (``Supernet(zero_init_residual=True)``) and each
-weight averages the gradients of the paths that used it (``reduction="per_weight"``): 28-31% path
-accuracy after 275 steps for seeds 0-2 (LET), where the released init with ``"mean"`` kept seed 0 at
-12.5%. On the hard preset every supernet setting tried stayed near chance within a few CPU minutes.
+Presets and the runs that calibrated them: ``docs/lab_notes.md`` and ``figures/calibration_supernets.md``.
 
 CIFAR-10/100 come from torchvision (``download=True`` only when asked; offline, the error says where
 the files go). Any ``ImageFolder`` tree works too (ImageNet: ``<root>/train/<wnid>/*.JPEG``), with a
@@ -55,52 +49,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from .seeds import derive_seed
+
 __all__ = [
     "DATASETS", "DataError", "UnreadableImage", "DataBundle", "get_data", "read_image", "image_header_problem",
     "scan_image_folder", "describe_unreadable", "SkipUnreadable", "generate_gratings", "GratingSpec", "GRATING_DIFFICULTIES",
     "grating_spec", "GratingDataset", "EpochBatchSampler",
-    "check_input_size", "min_image_size", "default_data_root", "derive_seed", "holdout_split", "CALIBRATION",
+    "check_input_size", "min_image_size", "default_data_root", "derive_seed", "holdout_split",
 ]
 
 DATASETS = ("gratings", "cifar10", "cifar100", "imagefolder")
-
-# Measured runs (shared 2-core CPU, seed 0, 32x32, 7-choice space, small_input, batch 32, fresh-image stream;
-# supernet rows: path training accuracy in blocks of 1/6 of the run, then held-out after BN recalibration).
-CALIBRATION: dict[str, str] = {
-    "standard/linear_pixels": "18.1% held-out after 20 epochs Adam (scripts/calibrate_dataset.py --cnn-epochs 3)",
-    "standard/small_cnn": "92.5% held-out after 3 epochs (scripts/calibrate_dataset.py --cnn-epochs 3)",
-    "standard/supernet_let_w0.25_lr0.05_warmup20_360steps": (
-        "12.8/17.3/20.7/22.6/24.1/24.6% path training accuracy, 22.9% held-out (loss 2.47 -> 1.92), 173 s"),
-    "standard/supernet_let_w0.25_lr0.05_warmup20_300steps": "12.5/17.8/19.7/22.6/22.6/23.4%, 17.5% held-out",
-    "standard/supernet_identity_w0.25_lr0.05_warmup20_300steps": (
-        "10.5/10.7/11.3/11.5/11.8/11.5%, 9.8% held-out (seed 0; seed 0 also keeps LET near chance in the cpu "
-        "profile run, where seeds 1 and 2 learn in both modes)"),
-    "standard/cpu_profile_275steps_3seeds": (
-        "per-epoch path training accuracy (mean over 3 seeds) identity 13.2/15.7/18.9/19.5/20.0%, LET "
-        "13.1/16.5/18.8/20.1/20.3%; last epoch per seed identity 11.4/24.0/24.4%, LET 12.4/25.2/23.4% "
-        "(python -m scarlet_lib.reproduce --profile cpu --only 2)"),
-    "standard/supernet_let_lr0.035_360steps": "12.6/14.2/18.9/20.8/21.5/22.3%, 17.1% held-out",
-    "standard/supernet_let_lr0.08_warmup30_300steps": "10.7/10.8/11.7/12.8/13.5/14.2% (loss rose to 3.2 in warm-up)",
-    "standard/stand-alone_paths_w0.25_lr0.05_120steps": (
-        "all-e3k3 path 43% training accuracy in the last 20 steps; two random paths 84% and 19% (the slow "
-        "one has LET at the stride-2 layer 2): one path learns in ~120 steps, the supernet needs ~300+"),
-    "variants_tried_120steps": (
-        "mean-reduced lr 0.03/0.05, summed lr 0.005/0.01, Adam 5e-4/2e-3, per-parameter mean over using paths, "
-        "uniform single-path lr 0.01/0.05: all 12-20% path accuracy after 120 steps; lr 0.1 diverged (loss 7)"),
-    "standard/supernet_init_and_reduction_275steps": (
-        "cpu profile supernet settings (5 x 55 steps, lr 0.05, 20 warm-up), per-epoch path training accuracy, "
-        "then held-out after BN recalibration, last epoch. LET seed 0: released init + mean reduction "
-        "10.5/11.3/11.5/12.0/12.5%, 11.3%; zero_init_residual + mean 12.8/19.7/24.2/25.4/26.6%, 22.1%; "
-        "zero_init_residual + per_weight 12.2/17.7/24.1/26.9/28.4%, 25.4%. LET seed 1: zero_init_residual + "
-        "mean 27.2%, 25.9%; + per_weight 31.3%, 28.5%. LET seed 2 + per_weight 31.2%, 29.0%. Identity seed 0, "
-        "zero_init_residual + mean: 31.3%, 26.5%. lr 0.1 (zero_init_residual + mean, seed 0): 17.0%, 12.4%"),
-    "hard/linear_pixels": "11.2% held-out after 20 epochs",
-    "hard/small_cnn": "78.3% held-out after 3 epochs",
-    "hard/supernets": (
-        "width 0.25/0.5, lr 0.02-0.1, 80-160 steps: 10-12.6% path accuracy, held-out ~10% (chance) for "
-        "identity and LET alike"),
-}
-
 
 class DataError(ValueError):
     """Bad dataset request: unknown name, missing files, unusable image size or split."""
@@ -196,12 +154,6 @@ class SkipUnreadable(Subset):
         return [self[i] for i in indices]
 
 
-def derive_seed(*parts) -> int:
-    """A 63-bit seed from any tuple of ints/strings: independent streams from one user seed."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 def default_data_root() -> Path:
     """``$SCARLET_DATA`` if set, else the repository's ``data/`` folder."""
     env = os.environ.get("SCARLET_DATA")
@@ -252,10 +204,10 @@ class GratingSpec:
     noise: float = 0.08
 
 
-# "standard" (the default) is calibrated so that a 19-layer strict-fair supernet leaves chance within a
-# few CPU minutes while a small CNN stays clearly below 100% (numbers in CALIBRATION); "hard" is the
-# first version (more jitter, a distractor grating, more noise): small CNNs still learn it, supernets
-# need far longer.
+# "standard" (the default): a strict-fair supernet leaves chance within a few CPU minutes while a small CNN
+# stays clearly below 100%; "easy" (less jitter and noise, more contrast): supernets reach a plateau well
+# above chance within the cpu-long budget; "hard" (the first version): small CNNs learn it, supernets need
+# far longer.
 GRATING_DIFFICULTIES: dict[str, GratingSpec] = {
     "easy": GratingSpec(orientation_jitter=4.0, frequency_jitter=0.04, contrast=(0.35, 0.50), noise=0.04),
     "standard": GratingSpec(),

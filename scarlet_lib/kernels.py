@@ -221,7 +221,7 @@ class PlainKernels:
     """The modules themselves: ``conv(x)``.
 
     ``stacked_head``: whether ``Supernet``'s fused step runs the head of its m paths as one stacked matmul
-    and one BN call (``Supernet._stacked_head``) instead of per-path BN calls.
+    and one BN call (``fair._stacked_head``) instead of per-path BN calls.
     """
     name = "plain"
     stacked_head = False

@@ -6,7 +6,6 @@ slots keep their index and hold no keys), ``conv_before_pooling``, ``classifier`
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections import OrderedDict
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from .blocks import InvertedResidual, check_identity_mode, make_choice_block
+from .seeds import derive_seed
 from .space import (
     HEAD_CHANNELS, LAYERS, STEM_CHANNELS, Architecture,
 )
@@ -78,11 +78,6 @@ def layer_shapes(width_mult: float = 1.0) -> list[tuple[int, int, int]]:
 IMAGENET_CLASSES = 1000
 
 
-def _seed_for(name: str, seed: int) -> int:
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 @torch.no_grad()
 def init_weights(model: nn.Module, seed: int | None = None) -> nn.Module:
     """The released initialisation, each module drawn from its own stream seeded by (seed, module name).
@@ -94,7 +89,7 @@ def init_weights(model: nn.Module, seed: int | None = None) -> nn.Module:
     for name, m in model.named_modules():
         gen = None
         if seed is not None:
-            gen = torch.Generator(device="cpu").manual_seed(_seed_for(name, seed))
+            gen = torch.Generator(device="cpu").manual_seed(derive_seed(seed, name))
         if isinstance(m, nn.Conv2d):
             n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
             w = torch.empty(m.weight.shape).normal_(0.0, math.sqrt(2.0 / n), generator=gen)

@@ -32,8 +32,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from .analysis import CLAIMS, _SUPERNET, _check_scores, _chosen_epochs, _require, oneshot_summary, stability_summary
 from .artifacts import FIGURE_FORMATS, output_dir
-from .space import CHOICES, LAYERS, NUM_LAYERS, Architecture
+from .models import layer_shapes
+from .space import Architecture, CHOICES, LAYERS, NUM_LAYERS
 
 __all__ = [
     "save_figure", "KERNEL_COLOURS", "MODE_COLOURS", "layer_geometry", "draw_architecture", "figure4",
@@ -75,14 +77,14 @@ def save_figure(fig, name: str, out_dir: str | os.PathLike, formats: Sequence[st
     return paths
 
 
-def not_a_finding_banner(fig_or_ax, text: str) -> None:
-    """A red banner across a figure (or axes) saying why what is drawn is not a finding."""
-    kw = dict(ha="center", va="center", fontsize=10, color="white", wrap=True,
+def not_a_finding_banner(fig_or_ax, text: str, y: float = 0.5, fontsize: float = 10) -> None:
+    """A red banner across a figure (or axes), centred at height ``y``, saying why what is drawn is not a finding."""
+    kw = dict(ha="center", va="center", fontsize=fontsize, color="white", wrap=True, zorder=10,
               bbox=dict(boxstyle="round", fc="#B22222", ec="none", alpha=0.9))
     if hasattr(fig_or_ax, "transAxes"):
-        fig_or_ax.text(0.5, 0.5, text, transform=fig_or_ax.transAxes, zorder=10, **kw)
+        fig_or_ax.text(0.5, y, text, transform=fig_or_ax.transAxes, **kw)
     else:
-        fig_or_ax.text(0.5, 0.5, text, zorder=10, **kw)
+        fig_or_ax.text(0.5, y, text, **kw)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -91,7 +93,6 @@ def not_a_finding_banner(fig_or_ax, text: str) -> None:
 
 def layer_geometry(input_size: int = 224, width_mult: float = 1.0, small_input: bool = False) -> pd.DataFrame:
     """Shapes along the skeleton: one row per layer with in/out channels, stride and output resolution."""
-    from .models import layer_shapes
 
     size = input_size if small_input else input_size // 2  # stem stride
     rows = []
@@ -287,8 +288,7 @@ def figure1(summary: pd.DataFrame, last: pd.DataFrame, chance: float, eval_table
     fig.tight_layout()
     if verdict is not None and not verdict[0]:
         fig.subplots_adjust(top=0.86)
-        fig.text(0.5, 0.95, verdict[1], ha="center", va="center", fontsize=10, color="white", wrap=True,
-                 bbox=dict(boxstyle="round", fc="#B22222", ec="none"))
+        not_a_finding_banner(fig, verdict[1], y=0.95)
     return fig
 
 
@@ -319,7 +319,6 @@ def figure1_scores(scores: pd.DataFrame, chance: float, epoch: int | None = None
     """
     import textwrap
 
-    from .analysis import _SUPERNET, _check_scores, _chosen_epochs, oneshot_summary
 
     _check_scores(scores, _SUPERNET + ["path_id", "heldout_acc", "n_images"])
     chosen = _chosen_epochs(scores, epoch)
@@ -365,7 +364,6 @@ def effects_figure(effects: pd.DataFrame, verdicts: pd.DataFrame | None = None):
     ``effects`` from ``analysis.oneshot_effects``, ``verdicts`` from ``analysis.claim_verdicts`` (colour and
     the verdict written over each estimate). The shaded side of zero is the paper's.
     """
-    from .analysis import CLAIMS
 
     claims = [c for c in CLAIMS if c in set(effects["claim"])]
     arms = list(dict.fromkeys(effects["arm"]))
@@ -456,8 +454,7 @@ def figure3(curves: pd.DataFrame, value: str = "acc", split_col: str = "split", 
     fig.tight_layout()
     if verdict is not None and not verdict[0]:
         fig.subplots_adjust(top=0.78)
-        fig.text(0.5, 0.93, verdict[1], ha="center", va="center", fontsize=9.5, color="white", wrap=True,
-                 bbox=dict(boxstyle="round", fc="#B22222", ec="none"))
+        not_a_finding_banner(fig, verdict[1], y=0.93, fontsize=9.5)
     return fig
 
 
@@ -593,7 +590,6 @@ def figure5_similarity(pairs: pd.DataFrame, title: str = ""):
     ``pairs``: ``analysis.choice_similarity_pairs`` rows with ``layer`` and ``mode`` columns added. Cosine is
     drawn on [-1, 1] (0 = unrelated channels), CKA on [0, 1]; every cell carries its value.
     """
-    from .analysis import _require
 
     _require(pairs, ["layer", "mode", "choice_a", "choice_b", "cosine", "cka"], "similarity pairs")
     layers, modes = sorted(pairs["layer"].unique()), list(dict.fromkeys(pairs["mode"]))
@@ -757,7 +753,6 @@ def figure1_running(log: pd.DataFrame, chance: float, block_steps: int | None = 
     the batch-noise floor ``sqrt(p(1-p)/batch)`` drawn as a band of that half-width around the mean: a
     spread inside it is sampling noise. ``log`` from ``analysis.arm_path_log``.
     """
-    from .analysis import stability_summary
 
     arms = list(dict.fromkeys(log["arm"]))
     fig, axes = plt.subplots(1, len(arms), figsize=(4.6 * len(arms), 3.6), sharey=True, squeeze=False)

@@ -19,9 +19,12 @@ import numpy as np
 import pandas as pd
 
 from .analysis import paired_t_interval, plateau_check
-from .cache import Cache
-from .models import PUBLISHED
+from .cache import Cache, space_by_name
+from .evaluation import accuracy, score_paths
+from .models import PUBLISHED, build_model
+from .recipes import SupernetRecipe, default_processes, run_jobs
 from .space import Architecture
+from .train import train_standalone
 
 __all__ = ["StandaloneSettings", "STANDALONE_CODE", "ranking_archs", "standalone_data", "standalone_runs",
            "standalone_scores", "oneshot_ranking_scores", "rank_statistics", "ranking_table", "reference_agreement",
@@ -74,7 +77,6 @@ class StandaloneSettings:
 
 
 def _check_recipe(recipe):
-    from .recipes import SupernetRecipe
 
     if not isinstance(recipe, SupernetRecipe):
         raise TypeError(f"expected a recipes.SupernetRecipe, got {type(recipe).__name__}")
@@ -85,7 +87,6 @@ def ranking_archs(recipe, n_models: int, include_published: bool = True) -> dict
     """Named architectures to rank: ``space.sample_stratified(n_models, seed=0)`` (a subset of the paths
     notebook 2 scores, stratified by identity count and identity at a shape-changing layer), then
     SCARLET-A/B/C where the recipe's space holds them. Names: ``path <i>`` and the published names."""
-    from .cache import space_by_name
 
     recipe = _check_recipe(recipe)
     if isinstance(n_models, bool) or not isinstance(n_models, (int, np.integer)) or n_models < 5:
@@ -95,7 +96,7 @@ def ranking_archs(recipe, n_models: int, include_published: bool = True) -> dict
     if include_published:
         for name, arch in PUBLISHED.items():
             try:
-                archs[name] = space.validate(arch)
+                archs[name] = space.check(arch)
             except ValueError:
                 continue
     return archs
@@ -119,7 +120,6 @@ def _train_standalone_into_cache(recipe, arch: str, seed: int, settings: Standal
                                  cache_dir) -> str:
     import torch
 
-    from .train import train_standalone
 
     arch = Architecture.parse(arch)
     cache = Cache("standalone", cache_dir or None, code_modules=STANDALONE_CODE)
@@ -143,7 +143,6 @@ def standalone_runs(recipe, archs: Mapping[str, Architecture], settings: Standal
     it. Returns one row per model, seed and epoch: ``model, arch, seed, epoch, train_loss, train_acc,
     heldout_acc, folder`` (held-out: the common held-out set, all of it).
     """
-    from .recipes import default_processes, run_jobs
 
     recipe = _check_recipe(recipe)
     if not isinstance(settings, StandaloneSettings):
@@ -178,8 +177,6 @@ def standalone_scores(runs: pd.DataFrame, recipe, data_seeds: Sequence[int], dev
     seed in ``data_seeds`` (the supernets' seeds), ``MODEL_COLUMNS`` rows with source "standalone"."""
     import torch
 
-    from .evaluation import accuracy
-    from .models import build_model
 
     recipe = _check_recipe(recipe)
     last = runs.drop_duplicates(["model", "seed"])[["model", "arch", "seed", "folder"]]
@@ -208,7 +205,6 @@ def oneshot_ranking_scores(supernets: Mapping[tuple, object], archs: Mapping[str
     epoch (notebook 2's fixed paths) keeps that score; any other is scored now by ``evaluation.score_paths``
     on the recipe's own data (the same calibration and held-out images the trainer used).
     """
-    from .evaluation import score_paths
 
     parts = []
     for (arm, mode, seed), run in supernets.items():

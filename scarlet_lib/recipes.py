@@ -24,7 +24,9 @@ from multiprocessing import get_context
 from typing import Any, Iterable, Mapping, Sequence
 
 from .blocks import IDENTITY_MODES, LET_INITS
-from .data import DATASETS, GRATING_DIFFICULTIES
+from .data import DATASETS, GRATING_DIFFICULTIES, get_data
+from .space import SPACE_NO_SE, SPACE_SE
+from .supernet import Supernet
 
 __all__ = ["SupernetRecipe", "ARMS", "arm_recipe", "RECIPE_FIELDS", "run_jobs", "TRAIN_THREADS", "default_processes"]
 
@@ -142,7 +144,6 @@ class SupernetRecipe:
 
     def eval_archs(self) -> list:
         """The fixed scored paths: ``space.sample_stratified(eval_paths, seed=0)`` (same for every seed and arm)."""
-        from .space import SPACE_NO_SE, SPACE_SE
 
         if not self.eval_paths:
             return []
@@ -167,7 +168,6 @@ class SupernetRecipe:
     # -- what the recipe makes -------------------------------------------------------------------
     def data(self, **kwargs):
         """The ``DataBundle`` the supernet is trained and evaluated on (gratings: a fresh-image stream)."""
-        from .data import get_data
 
         if self.dataset == "gratings":
             kwargs.setdefault("num_heldout", self.eval_images)
@@ -178,23 +178,10 @@ class SupernetRecipe:
 
     def build(self, num_classes: int, small_input: bool):
         """The untrained ``Supernet`` (initial weights from ``seed``)."""
-        from .space import SPACE_NO_SE, SPACE_SE
-        from .supernet import Supernet
 
         return Supernet(space=SPACE_SE if self.space == "se" else SPACE_NO_SE, identity_mode=self.identity_mode,
                         width_mult=self.width, num_classes=num_classes, small_input=small_input, seed=self.seed,
                         zero_init_residual=self.zero_init_residual, let_init=self.let_init)
-
-    def train(self, device="cpu", checkpoint_dir=None, progress: bool = False, data=None):
-        """Build and train the supernet; returns ``train.TrainResult`` (its ``supernet`` is the trained net)."""
-        from .train import train_supernet
-
-        data = data or self.data()
-        net = self.build(data.num_classes, data.small_input)
-        return train_supernet(net, data, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch or None,
-                              reduction=self.reduction, lr=self.lr, seed=self.seed, warmup_steps=self.warmup_steps,
-                              device=device, eval_paths=self.eval_archs(), eval_images=self.eval_images,
-                              eval_every=self.eval_every, checkpoint_dir=checkpoint_dir, progress=progress)
 
 
 RECIPE_FIELDS = tuple(f.name for f in fields(SupernetRecipe))

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import artifacts
+from .cache import default_cache_root
 from .data import DATASETS
+from .recipes import SupernetRecipe, arm_recipe
 from .space import NUM_LAYERS
 from .profiles import (COMMITTED_FIGURES, DEFAULT_PROFILE, NOTEBOOKS, PROFILES, SUPERNET_NOTEBOOKS, profile_parameters,
                        resolve_notebook)
-from .recipes import SupernetRecipe, arm_recipe
 
 __all__ = ["REPO_ROOT", "NOTEBOOK_DIR", "ParameterError", "PARAMETER_RULES", "RunPlan", "notebook_parameters",
            "parse_override", "check_values",
@@ -185,7 +186,6 @@ def plan_run(profile: str = DEFAULT_PROFILE, only: Sequence[str] | None = None, 
     output = Path(output) if output else REPO_ROOT / "outputs" / profile
     committed = COMMITTED_FIGURES.get(profile)
     figures = Path(figures) if figures else (REPO_ROOT / committed if committed else output / "figures")
-    from .cache import default_cache_root
     cache = Path(cache) if cache else default_cache_root()
     defaults = {nb: notebook_parameters(nb, notebook_dir) for nb in selected}
     params: dict[str, dict[str, Any]] = {}

@@ -123,7 +123,9 @@ class SearchSpace:
         """Number of distinct architectures (7^19 or 13^19 when identity is allowed everywhere)."""
         return math.prod(len(self.allowed(i)) for i in range(NUM_LAYERS))
 
-    def validate(self, arch: "Architecture | Sequence[int]") -> "Architecture":
+    def check(self, arch: "Architecture | Sequence[int]") -> "Architecture":
+        """``arch`` as an ``Architecture`` if this space allows every choice, else an ``ArchitectureError`` naming
+        the layer and what it accepts."""
         arch = Architecture.coerce(arch)
         for i, c in enumerate(arch.choices):
             if c not in self.allowed(i):
@@ -366,16 +368,7 @@ class Architecture:
 
     def in_space(self, space: SearchSpace) -> bool:
         try:
-            space.validate(self)
+            space.check(self)
             return True
         except ArchitectureError:
             return False
-
-    # Counting is defined once, in scarlet_lib.profiling; these are conveniences.
-    def madds(self, input_size: int = 224, **model_kwargs) -> int:
-        from .profiling import arch_madds
-        return arch_madds(self, input_size=input_size, **model_kwargs)
-
-    def params(self, **model_kwargs) -> int:
-        from .profiling import arch_params
-        return arch_params(self, **model_kwargs)

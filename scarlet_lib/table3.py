@@ -1,7 +1,7 @@
 """The paper's Table 3 as a tidy data frame: the paper's figures next to what the suite counts.
 
 Every row of Table 3 is kept with the paper's MAdds, parameters, top-1 and top-5. Where the suite has a
-definition of the model it counts MAdds and parameters itself (``profiling.count_madds`` /
+definition of the model it counts MAdds and parameters itself (``costs.count_madds`` /
 ``count_params``, the paper's convention): SCARLET-A/B/C from ``models.get_model`` and the reference
 models that torchvision defines. No accuracy is ours: no checkpoint was evaluated, so the accuracy
 columns are the paper's and ``accuracy_source`` says so.
@@ -15,7 +15,7 @@ Known differences, kept visible rather than hidden:
   so that it is never compared with A1's figures.
 * The other reference rows are quoted from their own papers with their own rounding and conventions
   (MobileNetV2 3.4M vs torchvision's 3.50M parameters; EfficientNet-B0 390M vs 385.8M; MobileNetV3-Large
-  219M vs 216.6M MAdds); ``tests/test_profiling.py`` states the tolerance they meet.
+  219M vs 216.6M MAdds); ``tests/test_costs.py`` states the tolerance they meet.
 * FairNAS-A and MoGA-A: the facts give their MAdds under the same convention but not their layer
   tables, so they stay uncounted here.
 """
@@ -27,6 +27,9 @@ from functools import lru_cache
 from typing import Callable
 
 import pandas as pd
+
+from .costs import count_madds, count_params, paper_millions
+from .models import get_model
 
 __all__ = ["PaperRow", "PAPER_TABLE3", "DEFINITIONS", "table3", "count_definition"]
 
@@ -62,7 +65,6 @@ PAPER_TABLE3: tuple[PaperRow, ...] = (
 
 def _scarlet(name: str) -> Callable:
     def build():
-        from .models import get_model
         return get_model(name)
     return build
 
@@ -106,17 +108,11 @@ _ACCURACY_NONE = "none: not in the paper's Table 3 and no checkpoint evaluated h
 @lru_cache(maxsize=None)
 def count_definition(row: str) -> tuple[int, int]:
     """(MAdds, parameters) at 224x224 of a row in ``DEFINITIONS``; cached, since models are rebuilt."""
-    from .profiling import count_madds, count_params
 
     if row not in DEFINITIONS:
         raise KeyError(f"no definition for {row!r}; defined: {list(DEFINITIONS)}")
     model = DEFINITIONS[row][1]()
     return count_madds(model, 224), count_params(model)
-
-
-def _truncate_millions(n: int) -> float:
-    from .profiling import paper_millions
-    return paper_millions(n)
 
 
 def table3(compute: bool = True) -> pd.DataFrame:
@@ -160,7 +156,7 @@ def _row(model: str, paper: PaperRow | None, compute: bool) -> dict:
         "params": params,
         "madds_M": madds / 1e6 if madds is not None else nan,
         "params_M": params / 1e6 if params is not None else nan,
-        "params_M_truncated": _truncate_millions(params) if params is not None else nan,
+        "params_M_truncated": paper_millions(params) if params is not None else nan,
         "note": _NOTES.get(model, ""),
     }
     row["madds_gap_M"] = row["paper_madds_M"] - row["madds_M"]

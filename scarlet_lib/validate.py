@@ -26,14 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _torchvision_compat
+from .data import UnreadableImage, describe_unreadable, scan_image_folder  # noqa: E402
+from .evaluation import accuracy  # noqa: E402
+from .models import CheckpointError, MODEL_NAMES, get_model, load_checkpoint  # noqa: E402
 
 _torchvision_compat.ensure_torchvision_importable()
 
 from torchvision import datasets, transforms  # noqa: E402
 
-from .data import UnreadableImage, describe_unreadable, scan_image_folder  # noqa: E402
-from .evaluation import accuracy  # noqa: E402
-from .models import MODEL_NAMES, CheckpointError, get_model, load_checkpoint  # noqa: E402
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "imagenet_transform", "image_folder", "resolve_device", "validate",
            "default_checkpoint_path", "build_parser", "main"]

@@ -2,7 +2,7 @@
 
 The logic lives in plain functions (tested without any widget): the choice options, loading presets /
 random / strict-fair / table rows, describing an architecture (MAdds, params, depth via
-``profiling.cost_table``) and scoring it on a trained supernet (``evaluation.evaluate_path``).
+``costs.cost_table``) and scoring it on a trained supernet (``evaluation.SupernetEvaluator``).
 ``ArchitectureBrowser`` only wires those functions to ipywidgets. The MAdds label carries the DOM class
 ``scarlet-madds`` (and parameters ``scarlet-params``, accuracy ``scarlet-accuracy``) so a browser test
 can find it.
@@ -18,7 +18,13 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from .space import CHOICES, IDENTITY, NUM_LAYERS, SPACE_SE, Architecture, SearchSpace
+from .cache import cost_table as cached_cost_table
+from .costs import paper_millions
+from .evaluation import SupernetEvaluator
+from .models import FIGURE3_ARCH, PUBLISHED
+from .plots import channel_pages, draw_architecture, figure5
+from .search.evaluators import MemoEvaluator
+from .space import Architecture, CHOICES, IDENTITY, NUM_LAYERS, SPACE_SE, SearchSpace
 
 __all__ = ["choice_options", "preset_architectures", "random_architecture", "fair_architecture",
            "describe", "summary_html", "architectures_table", "OneShotScorer", "diagram_png",
@@ -39,7 +45,6 @@ def choice_options(space: SearchSpace = SPACE_SE) -> list[tuple[str, int]]:
 
 def preset_architectures() -> dict[str, Architecture]:
     """The released SCARLET-A/B/C and the paper's Figure 3 model."""
-    from .models import FIGURE3_ARCH, PUBLISHED
 
     out = {name.replace("_", "-").upper(): a for name, a in PUBLISHED.items()}
     out["Figure 3 model"] = FIGURE3_ARCH
@@ -62,10 +67,8 @@ def fair_architecture(seed: int, path: int = 0, space: SearchSpace = SPACE_SE) -
 def describe(arch, costs=None) -> dict:
     """Cost summary of an architecture: MAdds and params (millions), depth, identities, token string.
 
-    ``costs`` is a ``profiling.CostTable`` (default: stand-alone ImageNet model at 224x224, width 1.0).
+    ``costs`` is a ``costs.CostTable`` (default: stand-alone ImageNet model at 224x224, width 1.0).
     """
-    from .cache import cost_table as cached_cost_table
-    from .profiling import paper_millions
 
     arch = Architecture.coerce(arch)
     costs = costs or cached_cost_table()
@@ -108,31 +111,30 @@ def architectures_table(table: pd.DataFrame, arch_col: str = "arch", costs=None,
 
 
 class OneShotScorer:
-    """One-shot accuracy of architectures on a trained supernet, memoised (BN recalibrated each time)."""
+    """One-shot accuracy of one architecture at a time on a trained supernet (a ``SupernetEvaluator`` behind a
+    ``MemoEvaluator``: BN recalibrated for each new architecture, each evaluated once)."""
 
     def __init__(self, supernet, calib_batches: Iterable, eval_batches: Iterable, device=None):
         self.supernet, self.device = supernet, device
         self.calib, self.eval = list(calib_batches), list(eval_batches)
-        self._memo: dict[Architecture, float] = {}
+        self.evaluator = None  # built at the first architecture in the supernet's space
 
     def __call__(self, arch) -> float:
         """Accuracy (fraction); NaN for an architecture outside the supernet's space (e.g. SE choices in the
         7-choice supernet)."""
-        from .evaluation import evaluate_path
-
         arch = Architecture.coerce(arch)
         if not arch.in_space(self.supernet.space):
             return float("nan")
-        if arch not in self._memo:
-            self._memo[arch] = evaluate_path(self.supernet, arch, self.calib, self.eval, self.device)
-        return self._memo[arch]
+        if self.evaluator is None:
+            self.evaluator = MemoEvaluator(SupernetEvaluator(self.supernet, self.calib, self.eval, self.device,
+                                                             share_prefix=False))
+        return float(self.evaluator.evaluate([arch])[0])
 
 
 def diagram_png(arch, title: str | None = None, **kwargs) -> bytes:
     """The architecture's diagram (``plots.draw_architecture``) as PNG bytes."""
     import matplotlib.pyplot as plt
 
-    from .plots import draw_architecture
 
     fig, ax = plt.subplots(figsize=(12, 2.3))
     draw_architecture(arch, ax=ax, title=title, legend=True, **kwargs)
@@ -146,7 +148,7 @@ class ArchitectureBrowser:
     """ipywidgets front end: 19 dropdowns, loaders, diagram, cost labels, optional one-shot accuracy.
 
     Args:
-        costs: ``profiling.CostTable`` for the labels (default ImageNet 224x224, width 1.0).
+        costs: ``costs.CostTable`` for the labels (default ImageNet 224x224, width 1.0).
         scorer: a callable arch -> accuracy (e.g. ``OneShotScorer``); without it accuracy is not shown.
         table: architectures to browse (``architectures_table`` output or any table with an ``arch`` column).
         space: which choices the dropdowns offer.
@@ -156,7 +158,6 @@ class ArchitectureBrowser:
     def __init__(self, costs=None, scorer: Callable | None = None, table: pd.DataFrame | None = None,
                  space: SearchSpace = SPACE_SE, seed: int = 0, initial=None):
         import ipywidgets as w
-        from .cache import cost_table as cached_cost_table
 
         self.costs = costs or cached_cost_table()
         self.scorer, self.space, self._seed, self._suspend = scorer, space, seed, False
@@ -214,7 +215,7 @@ class ArchitectureBrowser:
 
     def set_architecture(self, arch) -> None:
         """Show ``arch``: set every dropdown (one refresh, not 19)."""
-        arch = self.space.validate(Architecture.coerce(arch))
+        arch = self.space.check(Architecture.coerce(arch))
         self._suspend = True
         try:
             for d, c in zip(self.dropdowns, arch):
@@ -262,7 +263,6 @@ def _num_images(grids: Mapping) -> int:
 
 def page_options(num_channels: int, per_page: int) -> list[tuple[str, int]]:
     """Dropdown options ``("channels 0-7 of 24", 0)`` for the pages of one layer; together they hold every channel."""
-    from .plots import channel_pages
 
     return [(f"channels {a}-{b - 1} of {num_channels}", a) for a, b in channel_pages(num_channels, per_page)]
 
@@ -272,7 +272,6 @@ def feature_page_png(grids: Mapping, channel_start: int = 0, channels: int = 8, 
     """One page of ``plots.figure5`` (mode -> {choice: (N, C, H, W)}) as PNG bytes."""
     import matplotlib.pyplot as plt
 
-    from .plots import figure5
 
     fig = figure5(grids, similarity, channels=channels, channel_start=channel_start, image_index=image_index,
                   title=title)

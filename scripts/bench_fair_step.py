@@ -1,9 +1,9 @@
 """Benchmark of one strict-fair supernet step: sequential vs fused and kernel sets, side by side.
 
-Times the step (fair_step followed by the SGD update of ``train.py``'s settings; median over repeats after a
+Times the step (fair_step followed by the SGD update of ``scarlet_lib.train``'s settings; median over repeats after a
 warm-up step, all variants and thread counts interleaved in one process so a shared machine's load hits
 them alike), images x paths per second, achieved GFLOP/s (training ~ 3x forward FLOPs of the m paths,
-counted with profiling.count_madds on the untrimmed stand-alone paths, so every variant is credited the
+counted with costs.count_madds on the untrimmed stand-alone paths, so every variant is credited the
 same work) next to this machine's fp32 matmul rate at the same thread count, measured in the same run,
 peak memory of one step and speed ratios. Two configurations:
 
@@ -36,8 +36,9 @@ import scarlet_lib  # noqa: E402,F401
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from scarlet_lib.profiling import count_madds  # noqa: E402
+from scarlet_lib.costs import count_madds  # noqa: E402
 from scarlet_lib.space import SPACE_NO_SE, SPACE_SE  # noqa: E402
+from scarlet_lib.fair import fair_step  # noqa: E402
 from scarlet_lib.supernet import Supernet  # noqa: E402
 
 # name -> (channels_last, fused, kernels); "sequential channels_last" is the plain one-path-at-a-time step
@@ -142,7 +143,7 @@ def build(args, variant, seed=None):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        net.fair_step(x, y, archs, fused=fused, kernels=kernels)
+        fair_step(net, x, y, archs, fused=fused, kernels=kernels)
         opt.step()
         sync(args.device)
     return net, archs, step

@@ -26,6 +26,7 @@ import pandas as pd  # noqa: E402
 from scarlet_lib.artifacts import markdown_table, versions  # noqa: E402
 from scarlet_lib.profiles import profile_parameters  # noqa: E402
 from scarlet_lib.recipes import RECIPE_FIELDS, SupernetRecipe, run_jobs  # noqa: E402
+from scarlet_lib.train import train_recipe  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "figures")
 
@@ -51,7 +52,7 @@ def parse_run(text: str, base: SupernetRecipe) -> tuple[str, SupernetRecipe]:
 
 def train_one(name: str, recipe: SupernetRecipe) -> pd.DataFrame:
     started = time.time()
-    result = recipe.train()
+    result = train_recipe(recipe)
     wall = time.time() - started
     steps = result.steps.groupby("epoch")["train_acc"].mean().rename("running_acc")
     held = result.evals.groupby("epoch")["heldout_acc"].mean().rename("heldout_acc")

@@ -23,8 +23,9 @@ from scarlet_lib.search import CHECKPOINT_NAME as SEARCH_STATE, CheapEvaluator, 
 from scarlet_lib.search.core import check_accuracies
 from scarlet_lib.space import NUM_LAYERS, SPACE_NO_SE, Architecture
 from scarlet_lib.supernet import Supernet
+from scarlet_lib.cli import main
 from scarlet_lib.train import (
-    CHECKPOINT_NAME, TrainingDiverged, TrainResult, check_output_dir, load_checkpoint_file, main, save_checkpoint,
+    CHECKPOINT_NAME, TrainingDiverged, TrainResult, check_output_dir, load_checkpoint_file, save_checkpoint,
     train_standalone, train_supernet,
 )
 from scarlet_lib.validate import main as validate_main
@@ -172,14 +173,16 @@ def test_unwritable_output_folder_is_refused_before_training(tmp_path):
 
 
 def _poison_at(net, global_step):
-    """Make ``net``'s fair step see NaN images at ``global_step`` (its real forward and backward run)."""
-    real, calls = net.fair_step, []
+    """Make ``net``'s training step see NaN images at ``global_step`` (its real forward and backward run).
 
-    def fair_step(x, y, archs, **kw):
+    The fused step runs the stem once per step, so the stem's calls count the steps."""
+    real, calls = net.stem_forward, []
+
+    def stem_forward(x):
         calls.append(1)
-        return real(x * float("nan") if len(calls) == global_step + 1 else x, y, archs, **kw)
+        return real(x * float("nan") if len(calls) == global_step + 1 else x)
 
-    net.fair_step = fair_step
+    net.stem_forward = stem_forward
     return net
 
 
@@ -277,7 +280,7 @@ def test_check_accuracies_names_each_bad_architecture():
 
 
 def _costs():
-    from scarlet_lib.profiling import CostTable
+    from scarlet_lib.costs import CostTable
     from scarlet_lib.space import CHOICES
     size = np.array([0 if c.is_identity else c.expansion * c.kernel for c in CHOICES], dtype=np.int64)
     return CostTable(1_000_000, 10_000, np.tile(size * 1000, (NUM_LAYERS, 1)), np.tile(size * 10, (NUM_LAYERS, 1)))

@@ -19,7 +19,7 @@ import pytest
 
 from scarlet_lib import reproduce
 from scarlet_lib.models import PUBLISHED
-from scarlet_lib.profiling import paper_millions  # noqa: F401  (package importable before the server starts)
+from scarlet_lib.costs import paper_millions  # noqa: F401  (package importable before the server starts)
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
@@ -141,7 +141,7 @@ def test_browser_notebook_runs_in_jupyterlab_and_widgets_change_the_madds(lab):
             browser.close()
     ARTIFACT_DIR.mkdir(parents=True, exist_ok=True)
     shutil.copy(shot, ARTIFACT_DIR / "architecture_browser.png")
-    # the values shown are the suite's counts of the released models (independently: profiling)
+    # the values shown are the suite's counts of the released models (independently: scarlet_lib.costs)
     from scarlet_lib.cache import cost_table
     costs = cost_table()
     assert first == pytest.approx(costs.madds(PUBLISHED["Scarlet_A"]) / 1e6, abs=0.006)

@@ -29,7 +29,7 @@ def _features_accuracy(features, labels, n_train):
     return ((b @ w).argmax(1) == labels[n_train:]).double().mean().item()
 
 
-@pytest.mark.parametrize("difficulty, linear_max", [("standard", 0.25), ("hard", 0.2)])
+@pytest.mark.parametrize("difficulty, linear_max", [("easy", 0.3), ("standard", 0.25), ("hard", 0.2)])
 def test_gratings_are_not_linearly_separable_but_learnable_from_spectra(difficulty, linear_max):
     # The label lives in orientation/frequency with random phase: the class-mean image is flat, so linear in
     # pixels stays near chance (a little above it on the cleaner preset: the classes lie on different
@@ -53,6 +53,9 @@ def test_difficulty_presets_differ_are_cached_apart_and_reach_the_stream(tmp_pat
     assert torch.equal(std, generate_gratings(50, 16, seed=1, difficulty=GRATING_DIFFICULTIES["standard"])[0])
     # the standard preset is the cleaner one: less pixel noise around each grating
     assert GRATING_DIFFICULTIES["standard"].noise < GRATING_DIFFICULTIES["hard"].noise
+    easy, standard = GRATING_DIFFICULTIES["easy"], GRATING_DIFFICULTIES["standard"]
+    assert easy.noise < standard.noise and easy.orientation_jitter < standard.orientation_jitter
+    assert min(easy.contrast) > min(standard.contrast) and easy.bands == standard.bands  # same classes, clearer
     custom = GratingSpec(noise=0.0, orientation_jitter=0.0)
     for difficulty in ("standard", "hard", custom):
         d = get_data("gratings", root=tmp_path, batch_size=8, num_train=16, num_heldout=8, stream=True,
@@ -62,8 +65,8 @@ def test_difficulty_presets_differ_are_cached_apart_and_reach_the_stream(tmp_pat
         assert torch.equal(x, GratingDataset.normalise(ref)) and torch.equal(y, ref_y)
     names = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert len(names) == 6 and any("-hard-" in n for n in names) and any("-custom" in n for n in names)
-    with pytest.raises(DataError, match="unknown grating difficulty 'easy'.*standard"):
-        get_data("gratings", root=tmp_path, difficulty="easy")
+    with pytest.raises(DataError, match="unknown grating difficulty 'trivial'.*standard"):
+        get_data("gratings", root=tmp_path, difficulty="trivial")
 
 
 def test_cache_is_written_and_reused(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from scarlet_lib import let
 from scarlet_lib.blocks import LET, Shortcut
 from scarlet_lib.models import FIGURE3_ARCH, SCARLET_A, SCARLET_B, SCARLET_C, ScarletNet
-from scarlet_lib.profiling import cost_table, count_madds, count_params
+from scarlet_lib.costs import cost_table, count_madds, count_params
 from scarlet_lib.space import IDENTITY
 
 EXACT = 1e-12  # float64 relative error for claims of exactness

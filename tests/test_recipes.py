@@ -11,7 +11,7 @@ from scarlet_lib.blocks import LET
 from scarlet_lib.models import init_weights
 from scarlet_lib.recipes import ARMS, RECIPE_FIELDS, SupernetRecipe, arm_recipe, run_jobs
 from scarlet_lib.space import SPACE_NO_SE, SPACE_SE
-from scarlet_lib.train import _parser, supernet_recipe_from_args
+from scarlet_lib.cli import _parser, supernet_recipe_from_args
 
 TINY = SupernetRecipe(width=0.25, batch_size=8, epochs=2, steps_per_epoch=2, warmup_steps=0, eval_paths=9,
                       eval_images=16)

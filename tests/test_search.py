@@ -16,7 +16,7 @@ from pymoo.optimize import minimize
 from pymoo.problems import get_problem
 
 from scarlet_lib.evaluation import evaluate_path, recalibrate_bn
-from scarlet_lib.profiling import CostTable
+from scarlet_lib.costs import CostTable
 from scarlet_lib.space import CHOICES, NUM_LAYERS, SPACE_NO_SE, SPACE_SE, Architecture
 from scarlet_lib.search import (
     CHECKPOINT_NAME, ArchitectureProblem, CheapEvaluator, SearchConfig, SupernetEvaluator, WeightedNSGA2,
@@ -304,7 +304,7 @@ def test_search_with_supernet_evaluator_runs(tiny_supernet_and_batches):
 
 def test_madds_limit_scales_with_input_size_and_width():
     from scarlet_lib.models import SCARLET_A, ScarletNet
-    from scarlet_lib.profiling import count_madds
+    from scarlet_lib.costs import count_madds
     from scarlet_lib.search import scaled_madds_limit
 
     assert scaled_madds_limit(500e6) == pytest.approx(500e6, rel=1e-12)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scarlet_lib.models import PUBLISHED, SCARLET_A, SCARLET_C
-from scarlet_lib.profiling import CostTable, cost_table, paper_millions
+from scarlet_lib.costs import CostTable, cost_table, paper_millions
 from scarlet_lib.search import (
     DEPLOYMENT, CheapEvaluator, MemoEvaluator, SearchConfig, compare_with_published, identity_by_layer,
     identity_effect, identity_layer_table, identity_savings, run_search, scaled_madds_limit,

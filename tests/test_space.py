@@ -47,11 +47,11 @@ def test_invalid_architectures(bad, msg):
 
 def test_identity_where_forbidden():
     arch = Architecture([12] + [0] * 18)
-    SPACE_SE.validate(arch)  # the supernet space allows it
+    SPACE_SE.check(arch)  # the supernet space allows it
     with pytest.raises(ArchitectureError, match="layer 1 .*cannot be identity"):
-        SearchSpace(identity_everywhere=False).validate(arch)
+        SearchSpace(identity_everywhere=False).check(arch)
     with pytest.raises(ArchitectureError, match="not in this space"):
-        SPACE_NO_SE.validate([1] + [0] * 18)
+        SPACE_NO_SE.check([1] + [0] * 18)
 
 
 def test_string_roundtrip_equality_hash():

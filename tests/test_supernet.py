@@ -7,6 +7,7 @@ from torch import nn
 
 from scarlet_lib.space import IDENTITY, SPACE_NO_SE, SPACE_SE, ArchitectureError
 from scarlet_lib.models import layer_shapes
+from scarlet_lib.fair import fair_step, single_path_step
 from scarlet_lib.supernet import Supernet
 
 WIDTH = 0.25
@@ -46,8 +47,8 @@ def test_fused_step_equals_sequential(one_thread, space, mode, reduction):
     fused = copy.deepcopy(seq)
     x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
     archs = space.sample_fair(2)
-    a = seq.fair_step(x, y, archs, reduction=reduction, fused=False, kernels="plain")
-    b = fused.fair_step(x, y, archs, reduction=reduction, fused=True, kernels="fast")
+    a = fair_step(seq, x, y, archs, reduction=reduction, fused=False, kernels="plain")
+    b = fair_step(fused, x, y, archs, reduction=reduction, fused=True, kernels="fast")
     torch.testing.assert_close(a["loss"], b["loss"])
     assert torch.equal(a["correct"], b["correct"])
     ga, gb = grads(seq), grads(fused)
@@ -89,7 +90,7 @@ def test_reduction_scales_gradients(one_thread, fused):
     by = {}
     for reduction in ("sum", "mean", "per_weight"):
         net.zero_grad()
-        net.fair_step(x, y, archs, reduction=reduction, fused=fused)
+        fair_step(net, x, y, archs, reduction=reduction, fused=fused)
         by[reduction] = grads(net)
     for name, g in by["sum"].items():
         torch.testing.assert_close(by["mean"][name], g / m)
@@ -99,7 +100,7 @@ def test_reduction_scales_gradients(one_thread, fused):
     uniform = [archs[0], archs[0], archs[1]]
     for reduction in ("sum", "per_weight"):
         net.zero_grad()
-        net.fair_step(x, y, uniform, reduction=reduction, fused=fused)
+        fair_step(net, x, y, uniform, reduction=reduction, fused=fused)
         by[reduction] = grads(net)
     for name, g in by["sum"].items():
         if g is None:
@@ -118,7 +119,7 @@ def test_strict_fair_step_touches_every_candidate_once(one_thread):
     for i, layer in enumerate(net.layers):
         for c, block in layer.candidates.items():
             block.register_forward_hook(lambda m, inp, out, key=(i, c): calls.__setitem__(key, calls.get(key, 0) + 1))
-    net.fair_step(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)), SPACE_NO_SE.sample_fair(5))
+    fair_step(net, torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)), SPACE_NO_SE.sample_fair(5))
     assert calls == {(i, str(c)): 1 for i in range(19) for c in SPACE_NO_SE.choices}
     assert all(p.grad is not None for p in net.parameters())  # every weight trained in one fair step
 
@@ -128,8 +129,8 @@ def test_single_path_step_matches_one_path_fair_step(one_thread):
     b = copy.deepcopy(a)
     x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
     arch = SPACE_SE.sample_uniform(0)
-    ra = a.single_path_step(x, y, arch)
-    rb = b.fair_step(x, y, [arch], fused=True)
+    ra = single_path_step(a, x, y, arch)
+    rb = fair_step(b, x, y, [arch], fused=True)
     torch.testing.assert_close(ra["loss"], rb["loss"])
     torch.testing.assert_close(a.classifier.weight.grad, b.classifier.weight.grad)
     unused = [n for n, p in a.named_parameters() if p.grad is None]
@@ -144,11 +145,11 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ArchitectureError, match="19"):
         net(x, [0] * 18)
     with pytest.raises(ValueError, match="reduction must be one of .*per_weight"):
-        net.fair_step(x, y, SPACE_NO_SE.sample_fair(0), reduction="avg")
+        fair_step(net, x, y, SPACE_NO_SE.sample_fair(0), reduction="avg")
     with pytest.raises(ValueError, match="non-empty list"):
-        net.fair_step(x, y, [])
+        fair_step(net, x, y, [])
     with pytest.raises(ValueError, match="batch size"):
-        net.fair_step(x, y[:1], SPACE_NO_SE.sample_fair(0))
+        fair_step(net, x, y[:1], SPACE_NO_SE.sample_fair(0))
     with pytest.raises(ValueError, match=r"\(batch, 3, H, W\)"):
         net(torch.randn(3, 32, 32), [0] * 19)
     with pytest.raises(ValueError, match="1..19"):
@@ -182,8 +183,8 @@ def test_fused_fast_step_equals_plain_sequential_step_in_the_small_input_layout(
     fused = copy.deepcopy(seq)
     x, y = torch.randn(4, 3, 16, 16, dtype=torch.float64), torch.randint(0, 10, (4,))
     archs = space.sample_fair(3)
-    a = seq.fair_step(x, y, archs, fused=False, kernels="plain")
-    b = fused.fair_step(x, y, archs, fused=True, kernels="fast")
+    a = fair_step(seq, x, y, archs, fused=False, kernels="plain")
+    b = fair_step(fused, x, y, archs, fused=True, kernels="fast")
     torch.testing.assert_close(a["loss"], b["loss"], rtol=1e-12, atol=1e-12)
     assert torch.equal(a["correct"], b["correct"])
     for (n, p), q in zip(seq.named_parameters(), fused.parameters()):
@@ -198,7 +199,7 @@ def test_fused_fast_step_equals_plain_sequential_step_in_the_small_input_layout(
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("state", ["train", "eval", "untracked"])
 def test_per_path_batch_norm_equals_one_bn_call_per_path_in_path_order(momentum, state):
-    from scarlet_lib.supernet import _per_path_batch_norm
+    from scarlet_lib.fair import _per_path_batch_norm
 
     m, c = 3, 5
     bn = nn.BatchNorm2d(c, momentum=momentum, track_running_stats=state != "untracked").double()

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from scarlet_lib.models import get_model
-from scarlet_lib.profiling import count_madds, count_params
+from scarlet_lib.costs import count_madds, count_params
 from scarlet_lib.table3 import count_definition, table3
 
 # The paper's Table 3 (arXiv 1908.06022v1), copied as printed: model MAdds/params/top-1/top-5.

@@ -13,6 +13,7 @@ import torch
 from scarlet_lib.data import get_data
 from scarlet_lib.models import FIGURE3_ARCH
 from scarlet_lib.space import NUM_LAYERS, SPACE_NO_SE, Architecture
+from scarlet_lib.fair import fair_step
 from scarlet_lib.supernet import Supernet
 from scarlet_lib.train import load_checkpoint_file, sample_paths, train_standalone, train_supernet
 
@@ -113,7 +114,7 @@ def test_torchrun_two_gloo_ranks_match_a_single_process_averaging_shard_gradient
         archs = sample_paths(net.space, "uniform", 0, 0, step)
         opt.zero_grad(set_to_none=True)
         for r in range(2):
-            net.fair_step(x[r::2], y[r::2], archs)
+            fair_step(net, x[r::2], y[r::2], archs)
         for p in net.parameters():
             if p.grad is not None:
                 p.grad /= 2

@@ -7,7 +7,7 @@ import pytest
 
 from scarlet_lib import widgets
 from scarlet_lib.models import PUBLISHED, build_model
-from scarlet_lib.profiling import cost_table, count_madds, count_params
+from scarlet_lib.costs import cost_table, count_madds, count_params
 from scarlet_lib.space import IDENTITY, SPACE_NO_SE, SPACE_SE, Architecture
 
 SMALL = dict(input_size=32, width_mult=0.25, small_input=True, num_classes=10)

@@ -8,7 +8,7 @@ be checkpointed.
 Objectives (minimised): ``-accuracy``, ``MAdds`` (millions), ``-params`` (millions). Constraint:
 ``MAdds <= limit`` (pymoo's ``G <= 0``). MAdds and params are those of the stand-alone model
 (``identity_mode="identity"``: an identity slot is a parameter-free ``Shortcut``, the LET is dropped) from
-``profiling.cost_table``, by default at the deployed model's setting (``costs.DEPLOYMENT``: 224x224, width
+``costs.cost_table``, by default at the deployed model's setting (``costs.DEPLOYMENT``: 224x224, width
 1.0, 1000 classes), where the paper and its Table 3 count them and its 500M limit applies as is. Other
 settings can be given (e.g. a proxy supernet's); the limit is then scaled by the ratio of SCARLET-A's
 MAdds under both settings (``scaled_madds_limit``), but such a costing ranks the layers differently
@@ -32,11 +32,12 @@ from pymoo.core.problem import Problem
 from pymoo.operators.crossover.pntx import SinglePointCrossover
 from tqdm.auto import tqdm
 
-from ..models import CheckpointError, read_torch_file
-from ..space import NUM_LAYERS, SPACE_SE, Architecture, SearchSpace
+from ..costs import cost_table
+from ..models import CheckpointError, SCARLET_A, read_torch_file
+from ..space import Architecture, NUM_LAYERS, SPACE_SE, SearchSpace
 from .costs import DEPLOYMENT
 from .operators import FrontShareSelection, GeneSampling, PPOController, PPORouletteMutation
-from .survival import PAPER_WEIGHTS, check_weights, weighted_crowding_distance
+from .survival import PAPER_WEIGHTS, WeightedRankAndCrowding, check_weights, weighted_crowding_distance
 
 __all__ = ["SearchConfig", "ArchitectureProblem", "WeightedNSGA2", "SearchResult", "run_search",
            "scaled_madds_limit", "pick_models", "check_accuracies", "OBJECTIVES", "CHECKPOINT_NAME"]
@@ -107,8 +108,6 @@ def scaled_madds_limit(limit_224: float = PAPER_MADDS_LIMIT, input_size: int = 2
     Scaled by ``madds(reference | settings) / madds(reference | 224, 1.0, 1000)`` with SCARLET-A as the
     default reference. (Builds two ``cost_table``s, which takes a while the first time.)
     """
-    from ..models import SCARLET_A
-    from ..profiling import cost_table
 
     ref = Architecture.coerce(reference) if reference is not None else SCARLET_A
     base = cost_table(224, width_mult=1.0, small_input=False, num_classes=1000).madds(ref)
@@ -178,7 +177,7 @@ class ArchitectureProblem(Problem):
 
     def genes(self, archs) -> np.ndarray:
         """Inverse of ``choices`` (validates the architectures against the space)."""
-        archs = [self.space.validate(a) for a in archs]
+        archs = [self.space.check(a) for a in archs]
         return np.array([[int(np.flatnonzero(self.allowed[j] == c)[0]) for j, c in enumerate(a)] for a in archs])
 
     def is_feasible(self, X) -> np.ndarray:
@@ -235,7 +234,6 @@ class WeightedNSGA2(NSGA2):
         mutation = PPORouletteMutation(n_choices, weights, p_random=config.p_rm, p_roulette=config.p_re,
                                        p_ppo=config.p_pr, mutation_ratio=config.mutation_ratio,
                                        gene_prob=config.gene_prob, controller=controller)
-        from .survival import WeightedRankAndCrowding
         kwargs.setdefault("sampling", GeneSampling())
         super().__init__(pop_size=config.population, selection=FrontShareSelection(config.p_M, config.p_K_M),
                          crossover=SinglePointCrossover(prob=config.crossover_prob), mutation=mutation,
@@ -414,10 +412,9 @@ def run_search(evaluator, config: SearchConfig = SearchConfig(), seed: int = 0, 
             reaching the same result as an uninterrupted run.
         progress: tqdm progress bar over generations.
         space: search space (``SPACE_SE`` 13 choices, ``SPACE_NO_SE`` 7).
-        costs: a ``profiling.CostTable`` to count MAdds/params with (default: ``cost_table`` of the config).
+        costs: a ``costs.CostTable`` to count MAdds/params with (default: ``cost_table`` of the config).
     """
     if costs is None:
-        from ..profiling import cost_table
         costs = cost_table(config.input_size, width_mult=config.width_mult, small_input=config.small_input,
                            num_classes=config.num_classes)
     limit = config.madds_limit if config.madds_limit is not None else scaled_madds_limit(

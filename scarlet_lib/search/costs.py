@@ -1,12 +1,11 @@
 """What the search counts: the deployable model's costs, and how identity slots enter them.
 
 The paper's objectives and its 500M MAdds constraint count the model that is deployed: 224x224 input,
-width 1.0, 1000 classes, under Table 3's convention (``profiling``). That setting is ``DEPLOYMENT``, and
+width 1.0, 1000 classes, under Table 3's convention (``scarlet_lib.costs``). That setting is ``DEPLOYMENT``, and
 ``SearchConfig``'s defaults are it. A proxy supernet's setting (e.g. width 0.25 on 32x32 images) ranks the
 layers differently: channels round up to multiples of 8 (layer 1's 16 -> 32 becomes 8 -> 8) and without
-the stem's stride layer 1 runs on the full image. There an identity at layer 1 saves 7.2% of SCARLET-A's
-MAdds against e3k3, twice what any other layer saves; at 224x224 it saves 4.3%, less than at layer 2
-(6.0%). ``identity_savings`` puts costings side by side.
+the stem's stride layer 1 runs on the full image, so an identity there saves far more than at 224x224
+(notebook 6 measures it). ``identity_savings`` puts costings side by side.
 
 Identity slots are costed as the stand-alone model is built (``identity_mode="identity"``): a
 parameter-free ``blocks.Shortcut``, 0 MAdds and 0 params. At a stride-2 or channel-changing layer it
@@ -21,12 +20,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..space import CHOICES, IDENTITY, LAYERS, NUM_LAYERS, SHAPE_CHANGE_LAYERS, SPACE_SE, Architecture, SearchSpace
+from ..models import PUBLISHED, SCARLET_A
+from ..space import Architecture, CHOICES, IDENTITY, LAYERS, NUM_LAYERS, SHAPE_CHANGE_LAYERS, SPACE_SE, SearchSpace
+from ..table3 import PAPER_TABLE3
 
 __all__ = ["DEPLOYMENT", "identity_savings", "identity_by_layer", "identity_layer_table", "identity_effect",
            "compare_with_published", "identity_layers_figure"]
 
-# The model the paper deploys and Table 3 counts (``profiling.cost_table`` options).
+# The model the paper deploys and Table 3 counts (``costs.cost_table`` options).
 DEPLOYMENT = dict(input_size=224, width_mult=1.0, small_input=False, num_classes=1000)
 
 
@@ -43,13 +44,12 @@ def _archs(models) -> list[Architecture]:
 def identity_savings(costs: Mapping[str, object], space: SearchSpace = SPACE_SE, reference=None) -> pd.DataFrame:
     """What choosing identity at each layer saves, under each costing, relative to a reference model.
 
-    ``costs``: costing name -> ``profiling.CostTable``. One row per (costing, layer): the layer's 224x224
+    ``costs``: costing name -> ``costs.CostTable``. One row per (costing, layer): the layer's 224x224
     shape, whether an identity there changes the shape, and the MAdds saved / params lost by identity
     against the cheapest and the costliest non-identity choice of ``space``, in % of ``reference``'s
     (default SCARLET-A) total under that costing, so costings of different scale compare.
     ``madds_rank`` orders the layers by the smallest saving (1 = identity saves most there).
     """
-    from ..models import SCARLET_A
 
     ref = Architecture.coerce(reference) if reference is not None else SCARLET_A
     rows = []
@@ -114,8 +114,6 @@ def compare_with_published(models, costs, let_costs=None, names: Sequence[str] |
     ``params_let_m``, the cost if each LET were kept as a 1x1 conv. SCARLET rows carry the paper's Table 3
     figures (``table3.PAPER_TABLE3``). ``names`` label the found models (default "found 1", ...).
     """
-    from ..models import PUBLISHED
-    from ..table3 import PAPER_TABLE3
 
     found = _archs(models)
     names = list(names) if names is not None else [f"found {i + 1}" for i in range(len(found))]

@@ -11,7 +11,7 @@ import pytest
 from torch import nn
 
 from scarlet_lib.models import SCARLET_A, SCARLET_B, SCARLET_C, build_model, get_model
-from scarlet_lib.profiling import arch_madds, arch_params, cost_table, count_madds, count_params, paper_millions
+from scarlet_lib.costs import arch_madds, arch_params, cost_table, count_madds, count_params, paper_millions
 from scarlet_lib.space import SPACE_NO_SE, SPACE_SE
 
 # (params, MAdds) of the authors' released model definitions (Scarlet_A/B/C in their repository's model
@@ -123,7 +123,7 @@ def test_cost_table_matches_whole_model_counts(space, options, size):
 def test_arch_helpers_use_the_table():
     assert arch_madds(SCARLET_B) == count_madds(get_model("Scarlet_B"))
     assert arch_params(SCARLET_B) == count_params(get_model("Scarlet_B"))
-    assert SCARLET_A.madds() == 365_307_392 and SCARLET_A.params() == 6_707_720
+    assert arch_madds(SCARLET_A) == 365_307_392 and arch_params(SCARLET_A) == 6_707_720
 
 
 # --------------------------------------------------------------- torchvision reference models

@@ -2,11 +2,11 @@
 
 Supernet training (:func:`train_supernet`) follows FairNAS: each step samples m paths so that every
 choice is used once per layer (``sampler="fair"``; ``"uniform"`` samples single paths as in SPOS),
-runs them on the same batch with accumulated gradients (``Supernet.fair_step``) and makes one update.
+runs them on the same batch with accumulated gradients (``fair.fair_step``) and makes one update.
 Defaults (FairNAS-like, scaled down for CPU runs): SGD, momentum 0.9, Nesterov, weight decay 4e-5,
 cosine decay of the learning rate per step to 0, ``reduction="per_weight"`` (each weight's gradient is
 the mean over the paths that used it: the shared stem and head average the m paths, each candidate gets
-its one path's gradient; see ``Supernet.fair_step``) with lr 0.1; ``"mean"`` averages every gradient
+its one path's gradient; see ``fair.fair_step``) with lr 0.1; ``"mean"`` averages every gradient
 over the m paths (same lr). With ``reduction="sum"`` use an m-times smaller lr: summed gradients at lr
 0.05 were seen to collapse to one constant prediction.
 
@@ -33,15 +33,8 @@ gradients are averaged before the update.
 """
 from __future__ import annotations
 
-import argparse
-import inspect
-import json
 import math
 import os
-import platform
-import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -52,105 +45,32 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .analysis import _check_fraction
-from .data import GRATING_DIFFICULTIES, DataBundle, check_input_size, derive_seed
-from .distributed import DistContext, all_reduce_gradients, all_reduce_sum, broadcast_parameters
-from .evaluation import accuracy, score_paths
-from .models import CheckpointError, build_model, init_weights, read_torch_file
-from .space import Architecture
-from .blocks import LET_INITS
-from .supernet import REDUCTIONS
+from ..analysis import _check_fraction
+from ..artifacts import versions
+from ..checkpoints import (  # noqa: F401 (CHECKPOINT_NAME, load_checkpoint_file: importable from here as before)
+    CHECKPOINT_FORMAT, CHECKPOINT_NAME, _columns, _restore_training, _resume_state, _rng_state, _rows,
+    _write_params, check_output_dir, load_checkpoint_file, save_checkpoint,
+)
+from ..data import DataBundle, check_input_size, derive_seed
+from ..distributed import DistContext, all_reduce_gradients, all_reduce_sum, broadcast_parameters
+from ..evaluation import accuracy, score_paths
+from ..fair import REDUCTIONS, fair_step
+from ..models import build_model, init_weights
+from ..space import Architecture
 
-__all__ = ["train_supernet", "train_standalone", "TrainResult", "StandaloneResult", "SAMPLERS", "RECIPES",
-           "SUPERNET_DEFAULTS", "supernet_recipe_from_args", "save_checkpoint", "load_checkpoint_file", "run_info",
-           "check_output_dir", "TrainingDiverged", "main"]
+__all__ = ["train_supernet", "train_recipe", "train_standalone", "TrainResult", "StandaloneResult", "SAMPLERS", "RECIPES",
+           "SUPERNET_DEFAULTS", "save_checkpoint", "load_checkpoint_file", "check_output_dir", "TrainingDiverged"]
 
 SAMPLERS = ("fair", "uniform")
 RECIPES = ("sgd", "paper")
 SUPERNET_DEFAULTS = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5, reduction="per_weight")
-CHECKPOINT_NAME = "last.pt"
-CHECKPOINT_KEYS = ("format", "params", "epoch", "model", "optimizer", "scheduler", "rng", "logs")
-CHECKPOINT_FORMAT = "scarlet-train/1"
 
 
 class TrainingDiverged(FloatingPointError):
     """A NaN or infinite training loss: the run stops at that step; the last checkpoint on disk is kept."""
 
 
-# -- small shared pieces ---------------------------------------------------------------------------
-def run_info(seed: int) -> dict:
-    """Versions and seed, written next to every run's tables."""
-    return {"seed": seed, "python": platform.python_version(), "torch": str(torch.__version__),
-            "numpy": np.__version__, "pandas": pd.__version__, "platform": platform.platform(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):  # another user's process / not a pid: leave its file alone
-        return True
-    return True
-
-
-def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file, then an atomic rename: a crash never leaves half a checkpoint.
-
-    Temporary files that killed writes left beside ``path`` (``.last.pt.tmp<PID>`` of a process that is
-    gone) are removed first.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{path.name}.tmp"
-    for orphan in path.parent.glob(f"{prefix}*"):
-        pid = orphan.name[len(prefix):]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            orphan.unlink(missing_ok=True)
-    tmp = path.with_name(f"{prefix}{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def load_checkpoint_file(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read a training checkpoint with ``weights_only=True`` (tensors and plain Python values only).
-
-    A missing, corrupt, truncated or foreign file is one ``models.CheckpointError`` naming it and what to do.
-    """
-    remedy = (f"delete {os.fspath(path)!r} to train this run again from its start (or pass resume=False / "
-              "--no-resume, which overwrites it)")
-    ckpt = read_torch_file(path, "training checkpoint", remedy, map_location, keys=CHECKPOINT_KEYS)
-    if ckpt["format"] != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"training checkpoint {os.fspath(path)!r} has format {ckpt['format']!r}, expected "
-                              f"{CHECKPOINT_FORMAT!r}; {remedy}")
-    return ckpt
-
-
-def check_output_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` if needed and make sure files can be written there, before any training.
-
-    Refuses a path that exists as a file (or under a file), or a folder this process cannot write to,
-    so that a run never trains and then fails at its first save.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"output folder {str(path)!r} exists and is not a folder; pass a folder path "
-                         "(or move the file away)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        raise ValueError(f"cannot write to output folder {str(path)!r} ({type(e).__name__}: "
-                         f"{e.strerror or e}); pass a writable folder") from e
-    if (path / CHECKPOINT_NAME).exists() and not (path / CHECKPOINT_NAME).is_file():
-        raise ValueError(f"{str(path / CHECKPOINT_NAME)!r} exists and is not a file; the checkpoint goes there: "
-                         "move it away or pass another folder")
-    return path
-
-
+# -- argument checks ---------------------------------------------------------------------------------
 def _check_finite_loss(losses: list, epoch: int, step: int, global_step: int, lr: float, checkpoint) -> None:
     """Stop a run whose training loss is NaN or infinite, naming the step; the last checkpoint is not touched."""
     bad = {i: v for i, v in enumerate(losses) if not math.isfinite(v)}
@@ -164,41 +84,6 @@ def _check_finite_loss(losses: list, epoch: int, step: int, global_step: int, lr
     paths = ", ".join(f"path {i}: {v}" for i, v in bad.items())
     raise TrainingDiverged(f"training loss is not finite at global step {global_step} (epoch {epoch}, step {step}, "
                            f"0-based as in the step log; lr {lr:g}): {paths}; training stopped, {kept}")
-
-
-def _write_params(path: Path, params: dict) -> None:
-    """params.json as strict JSON (a NaN or infinity is refused, never written as a bare ``NaN``)."""
-    try:
-        text = json.dumps(params, indent=2, default=str, allow_nan=False)
-    except ValueError as e:
-        bad = [k for k, v in params.items() if isinstance(v, float) and not math.isfinite(v)]
-        raise ValueError(f"cannot write {str(path)!r}: {', '.join(bad) or 'a nested parameter'} is not finite "
-                         f"({e})") from e
-    path.write_text(text)
-
-
-def _columns(rows: list[dict]) -> dict:
-    """Rows -> dict of lists (what a checkpoint stores; pandas reads it back directly)."""
-    keys = list(rows[0]) if rows else []
-    return {k: [r[k] for r in rows] for k in keys}
-
-
-def _rows(columns: dict) -> list[dict]:
-    keys = list(columns)
-    return [dict(zip(keys, vals)) for vals in zip(*columns.values())] if keys else []
-
-
-def _rng_state(device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and str(device).startswith("cuda"):
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _check_choice(name, value, accepted):
@@ -226,40 +111,6 @@ def _check_number(name, value, low=0.0, high=math.inf, closed_low=True) -> float
 def _progress(total, desc, enabled):
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
-
-
-def _resume_state(checkpoint_dir, resume, params, identity_keys, device):
-    """The checkpoint to continue from (or None); refuses one written with different settings."""
-    if checkpoint_dir is None or not resume:
-        return None
-    path = Path(checkpoint_dir) / CHECKPOINT_NAME
-    if not path.is_file():
-        return None
-    ckpt = load_checkpoint_file(path, map_location=device)
-    if not isinstance(ckpt["params"], dict):
-        raise CheckpointError(f"training checkpoint {str(path)!r} holds no parameter record; delete it to train "
-                              "this run again from its start")
-    diff = {k: (ckpt["params"].get(k), params.get(k)) for k in identity_keys if ckpt["params"].get(k) != params.get(k)}
-    if diff:
-        raise ValueError(f"checkpoint {path} was written with other settings {diff} (saved, requested); "
-                         "use another checkpoint_dir or resume=False")
-    return ckpt
-
-
-def _restore_training(ckpt: dict, model, optimizer, scheduler, checkpoint_dir) -> tuple[dict, int]:
-    """Load a checkpoint's model, optimizer, scheduler and RNG states; return its logs and the epoch to start
-    from. A checkpoint that does not fit the run is one ``CheckpointError`` naming the file."""
-    try:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"])
-        return dict(ckpt["logs"]), int(ckpt["epoch"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        path = Path(checkpoint_dir) / CHECKPOINT_NAME
-        raise CheckpointError(f"training checkpoint {str(path)!r} does not fit this run ({type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); delete it to train "
-                              "this run again from its start") from e
 
 
 # -- results --------------------------------------------------------------------------------------
@@ -354,7 +205,7 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
         epochs, steps_per_epoch: length (default: the data's steps per epoch; a smaller number trains
             on the first batches of each epoch). The cosine schedule spans ``epochs * steps_per_epoch``.
         sampler: "fair" (m paths, each choice once per layer) or "uniform" (``uniform_paths`` paths).
-        reduction: "per_weight", "mean" or "sum" over the paths of a step (``Supernet.fair_step``);
+        reduction: "per_weight", "mean" or "sum" over the paths of a step (``fair.fair_step``);
             ``lr`` default 0.1, or 0.1 / m for "sum".
         momentum, nesterov, weight_decay: SGD settings (FairNAS-like defaults).
         warmup_steps: linear warm-up of the lr over the first steps, then cosine decay to 0.
@@ -406,17 +257,13 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
         lr = SUPERNET_DEFAULTS["lr"] / (m if reduction == "sum" else 1)
     steps_per_epoch = min(steps_per_epoch or data.steps_per_epoch, data.steps_per_epoch)
     total_steps = epochs * steps_per_epoch
-    fused_kw = {}
-    if fused is not None:
-        if "fused" not in inspect.signature(supernet.fair_step).parameters:
-            raise ValueError("this Supernet.fair_step has no 'fused' option; leave fused=None")
-        fused_kw["fused"] = fused
+    fused_kw = {} if fused is None else {"fused": fused}
 
     if isinstance(eval_paths, (int, np.integer)) and not isinstance(eval_paths, bool):
         eval_archs = space.sample_uniform(np.random.default_rng(derive_seed("eval", seed)), n=int(eval_paths)) \
             if eval_paths > 0 else []
     else:
-        eval_archs = [space.validate(a) for a in eval_paths]
+        eval_archs = [space.check(a) for a in eval_paths]
     heldout = _heldout_batches(data, eval_batches, eval_images) if eval_archs else []
 
     params = {"kind": "supernet", **_supernet_description(supernet), "dataset": data.name,
@@ -428,7 +275,7 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
               "eval_every": eval_every, "eval_paths": [a.tolist() for a in eval_archs], "eval_batches": eval_batches,
               "eval_images": sum(len(y) for _, y in heldout),
               "calib_batches": len(data.calib_batches), "fused": fused, "world_size": ctx.world_size,
-              "device": str(device), "versions": run_info(seed)}
+              "device": str(device), "versions": versions()}
     identity_keys = [k for k in params if k not in ("device", "versions", "fused")]
 
     optimizer = torch.optim.SGD(supernet.parameters(), lr=lr, momentum=momentum, nesterov=nesterov,
@@ -455,7 +302,7 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
             archs = sample_paths(space, sampler, seed, epoch, step, uniform_paths)
             current_lr = optimizer.param_groups[0]["lr"]
             optimizer.zero_grad(set_to_none=True)
-            out = supernet.fair_step(x, y, archs, reduction=reduction, **fused_kw)
+            out = fair_step(supernet, x, y, archs, reduction=reduction, **fused_kw)
             loss, correct = out["loss"].detach().float(), out["correct"].detach().float()
             if ctx.enabled:
                 all_reduce_gradients(supernet.parameters(), ctx.world_size)
@@ -495,6 +342,16 @@ def train_supernet(supernet, data: DataBundle, epochs: int = 1, steps_per_epoch:
     if checkpoint_dir is not None and ctx.is_main:
         result.save(checkpoint_dir)
     return result
+
+
+def train_recipe(recipe, device="cpu", checkpoint_dir=None, progress: bool = False, data=None) -> TrainResult:
+    """Build and train the supernet a ``recipes.SupernetRecipe`` describes; its ``supernet`` is the trained net."""
+    data = data or recipe.data()
+    net = recipe.build(data.num_classes, data.small_input)
+    return train_supernet(net, data, epochs=recipe.epochs, steps_per_epoch=recipe.steps_per_epoch or None,
+                          reduction=recipe.reduction, lr=recipe.lr, seed=recipe.seed, warmup_steps=recipe.warmup_steps,
+                          device=device, eval_paths=recipe.eval_archs(), eval_images=recipe.eval_images,
+                          eval_every=recipe.eval_every, checkpoint_dir=checkpoint_dir, progress=progress)
 
 
 _STEP_COLUMNS = ["epoch", "step", "global_step", "path_id", "arch", "num_identity", "loss", "train_acc", "lr"]
@@ -589,7 +446,7 @@ def train_standalone(arch, data: DataBundle, epochs: int = 1, identity_mode: str
               "recipe": recipe, **settings, "dropout": dropout, "width_mult": width_mult, "dataset": data.name,
               "image_size": data.image_size, "small_input": data.small_input, "batch_size": data.batch_size,
               "epochs": epochs, "steps_per_epoch": steps_per_epoch, "seed": seed, "world_size": ctx.world_size,
-              "device": str(device), "versions": run_info(seed)}
+              "device": str(device), "versions": versions()}
     identity_keys = [k for k in params if k not in ("device", "versions")]
     heldout = list(islice(iter(data.heldout_loader), eval_batches))
     torch.manual_seed(derive_seed("dropout", seed))
@@ -649,161 +506,3 @@ def train_standalone(arch, data: DataBundle, epochs: int = 1, identity_mode: str
     if checkpoint_dir is not None and ctx.is_main:
         result.save(checkpoint_dir)
     return result
-
-
-# -- command line ---------------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m scarlet_lib.train",
-        description="Train a SCARLET supernet (strict-fair / uniform) or one stand-alone architecture. "
-                    "Works under torchrun (gradients averaged over ranks; rank 0 writes the outputs).")
-    sub = p.add_subparsers(dest="command", required=True)
-    for name in ("supernet", "standalone"):
-        s = sub.add_parser(name)
-        s.add_argument("--dataset", default="gratings", help="gratings | cifar10 | cifar100 | imagefolder")
-        s.add_argument("--root", default=None, help="data folder (default: the repository's data/)")
-        s.add_argument("--image-size", type=int, default=None)
-        s.add_argument("--batch-size", type=int, default=32, help="global batch (split over ranks)")
-        s.add_argument("--holdout", type=float, default=None, help="held-out fraction (<1) or count (>=1)")
-        s.add_argument("--num-train", type=int, default=10000, help="gratings: training images per epoch")
-        s.add_argument("--stream", action="store_true", help="gratings: fresh images every step")
-        s.add_argument("--difficulty", default="standard", choices=tuple(GRATING_DIFFICULTIES),
-                       help="gratings: preset of data.GRATING_DIFFICULTIES")
-        s.add_argument("--download", action="store_true")
-        s.add_argument("--workers", type=int, default=0)
-        s.add_argument("--epochs", type=int, default=1)
-        s.add_argument("--no-resume", action="store_true", help="train from the start even if --out holds last.pt")
-        s.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (resume later)")
-        s.add_argument("--steps-per-epoch", type=int, default=None)
-        s.add_argument("--identity-mode", default="let", choices=("identity", "let", "let_relu"))
-        s.add_argument("--width", type=float, default=0.5)
-        s.add_argument("--lr", type=float, default=None)
-        s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--device", default=None)
-        s.add_argument("--threads", type=int, default=None)
-        s.add_argument("--out", default=None, help="output folder (tables, params.json, checkpoints)")
-        s.add_argument("--no-progress", action="store_true")
-        if name == "supernet":
-            s.add_argument("--space", default="no-se", choices=("se", "no-se"))
-            s.add_argument("--sampler", default="fair", choices=SAMPLERS)
-            s.add_argument("--reduction", default=SUPERNET_DEFAULTS["reduction"], choices=REDUCTIONS)
-            s.add_argument("--warmup-steps", type=int, default=0)
-            s.add_argument("--eval-paths", type=int, default=8)
-            s.add_argument("--eval-batches", type=int, default=4)
-            s.add_argument("--eval-images", type=int, default=None,
-                           help="score the paths on this many held-out images (instead of --eval-batches)")
-            s.add_argument("--eval-every", type=int, default=1, help="score the fixed paths every this many epochs")
-            s.add_argument("--fused", choices=("yes", "no"), default=None)
-            s.add_argument("--zero-init-residual", choices=("yes", "no"), default="yes",
-                           help="start every residual candidate as the identity (no: the released init)")
-            s.add_argument("--let-init", choices=LET_INITS, default="he",
-                           help="LET initialisation: he (released conv init), identity (zero-pad identity), "
-                                "orthogonal (variance-preserving rotation)")
-        else:
-            s.add_argument("--arch", required=True, help="19 choice indices or tokens, e.g. 1,3,1,0,12,...")
-            s.add_argument("--recipe", default="sgd", choices=RECIPES)
-    return p
-
-
-def supernet_recipe_from_args(a: argparse.Namespace):
-    """The ``recipes.SupernetRecipe`` the ``supernet`` command line describes (lr default: 0.1, or 0.1/m for sum)."""
-    from .recipes import SupernetRecipe
-
-    space = a.space.replace("-", "_")
-    m = 13 if space == "se" else 7
-    lr = a.lr if a.lr is not None else SUPERNET_DEFAULTS["lr"] / (m if a.reduction == "sum" else 1)
-    return SupernetRecipe(identity_mode=a.identity_mode, seed=a.seed, space=space, width=float(a.width),
-                          dataset=a.dataset, difficulty=a.difficulty, data_root=a.root or "",
-                          image_size=a.image_size or 32,
-                          batch_size=a.batch_size, lr=float(lr), warmup_steps=a.warmup_steps, epochs=a.epochs,
-                          steps_per_epoch=a.steps_per_epoch or 0, zero_init_residual=a.zero_init_residual == "yes",
-                          let_init=a.let_init, reduction=a.reduction, eval_paths=a.eval_paths,
-                          eval_images=a.eval_images or 2048, eval_every=a.eval_every)
-
-
-def _check_args(a: argparse.Namespace):
-    """Check every command-line value before any work; returns the ``supernet`` command's recipe (else None).
-
-    The ranges are ``SupernetRecipe``'s (lr in (0, 10], width in (0, 4]) for both commands.
-    """
-    for name in ("batch_size", "epochs", "num_train"):
-        _check_positive_int("--" + name.replace("_", "-"), getattr(a, name))
-    for name in ("steps_per_epoch", "image_size", "threads"):
-        _check_positive_int("--" + name.replace("_", "-"), getattr(a, name), allow_none=True)
-    if isinstance(a.workers, bool) or not isinstance(a.workers, int) or a.workers < 0:
-        raise ValueError(f"--workers must be an integer >= 0, got {a.workers!r}")
-    if a.holdout is not None:
-        _check_number("--holdout", a.holdout, 0.0, math.inf, closed_low=False)
-    if a.lr is not None:
-        _check_number("--lr", a.lr, 0.0, 10.0, closed_low=False)
-    _check_number("--width", a.width, 0.0, 4.0, closed_low=False)
-    if a.device is not None:
-        from .validate import resolve_device
-        resolve_device(a.device)  # an unknown device or CUDA without CUDA: a clear error, not an AssertionError
-    recipe = None
-    _check_positive_int("--stop-after", a.stop_after, allow_none=True)
-    if a.command == "supernet":
-        _check_positive_int("--eval-batches", a.eval_batches)
-        _check_positive_int("--eval-images", a.eval_images, allow_none=True)
-        recipe = supernet_recipe_from_args(a)  # checks the remaining settings
-    else:
-        Architecture.parse(a.arch)
-    if a.out:
-        check_output_dir(a.out)
-    return recipe
-
-
-def main(argv=None) -> int:
-    from .data import DataError
-
-    parser = _parser()
-    a = parser.parse_args(argv)
-    try:
-        recipe = _check_args(a)
-    except (ValueError, RuntimeError) as e:  # bad values (ArchitectureError, DataError), no CUDA
-        parser.error(str(e))
-    try:
-        return _run(a, recipe)
-    except (CheckpointError, DataError, TrainingDiverged) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
-def _run(a: argparse.Namespace, recipe) -> int:
-    """The work of ``main`` once the arguments are checked."""
-    from .data import get_data
-    from .distributed import init_from_env
-
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    ctx, device = init_from_env(a.device)
-    holdout = None if a.holdout is None else (int(a.holdout) if a.holdout >= 1 else a.holdout)
-    data = get_data(a.dataset, root=a.root, image_size=a.image_size, batch_size=a.batch_size, holdout=holdout,
-                    seed=a.seed, stream=a.stream, download=a.download, num_workers=a.workers,
-                    **({"num_train": a.num_train, "difficulty": a.difficulty, "num_heldout": a.eval_images or 2000}
-                       if a.dataset == "gratings" else {}))
-    progress = not a.no_progress
-    if a.command == "supernet":
-        recipe = recipe.replace(image_size=data.image_size)
-        net = recipe.build(data.num_classes, data.small_input)
-        res = train_supernet(net, data, a.epochs, a.steps_per_epoch, a.sampler, a.reduction, lr=recipe.lr, seed=a.seed,
-                             warmup_steps=a.warmup_steps, device=device, eval_paths=recipe.eval_archs(),
-                             eval_batches=a.eval_batches, eval_images=a.eval_images, eval_every=a.eval_every,
-                             fused=None if a.fused is None else a.fused == "yes", checkpoint_dir=a.out,
-                             resume=not a.no_resume, stop_after=a.stop_after, progress=progress, dist_ctx=ctx)
-        if ctx.is_main:
-            print(res.epoch_summary().to_string(index=False))
-    else:
-        res = train_standalone(a.arch, data, a.epochs, a.identity_mode, a.seed, a.recipe, a.width, lr=a.lr,
-                               steps_per_epoch=a.steps_per_epoch, device=device, progress=progress, dist_ctx=ctx,
-                               checkpoint_dir=a.out, resume=not a.no_resume, stop_after=a.stop_after)
-        if ctx.is_main:
-            print(res.curves.to_string(index=False))
-    if ctx.enabled:
-        import torch.distributed as dist
-        dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
