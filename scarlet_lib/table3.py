@@ -28,6 +28,7 @@ from typing import Callable
 
 import pandas as pd
 
+from ._torchvision_compat import ensure_torchvision_importable
 from .costs import count_madds, count_params, paper_millions
 from .models import get_model
 
@@ -71,8 +72,7 @@ def _scarlet(name: str) -> Callable:
 
 def _torchvision(name: str) -> Callable:
     def build():
-        from . import _torchvision_compat
-        _torchvision_compat.ensure_torchvision_importable()
+        ensure_torchvision_importable()
         import torchvision
         return getattr(torchvision.models, name)()
     return build

@@ -92,3 +92,18 @@ def test_no_import_cycle_in_the_package():
 ])
 def test_lower_layers_do_not_import_higher_ones(module, forbidden):
     assert not (import_graph()[module] & forbidden), import_graph()[module] & forbidden
+
+
+def test_package_imports_sit_at_module_level():
+    """No intra-package import hides inside a function (the way cycles used to be dodged)."""
+    hidden = []
+    for path in PKG.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if (isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("scarlet_lib"))) \
+                        or (isinstance(node, ast.Import) and any(a.name.startswith("scarlet_lib") for a in node.names)):
+                    hidden.append(f"{path.relative_to(PKG)}:{node.lineno} in {fn.name}()")
+    assert not hidden, hidden
