@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .blocks import batch_norms
-from .space import Architecture, CHOICES, NUM_LAYERS, SPACE_SE, SearchSpace
+from .space import NUM_LAYERS
 
 __all__ = ["recalibrate_bn", "accuracy", "evaluate_path", "SupernetEvaluator", "score_paths"]
 

@@ -9,16 +9,12 @@ An evaluator has ``name`` and ``evaluate(archs) -> np.ndarray`` of top-1 accurac
 """
 from __future__ import annotations
 
-from functools import partial
-from itertools import groupby
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
-from ..evaluation import SupernetEvaluator, accuracy, evaluate_path  # noqa: F401 (SupernetEvaluator: re-exported)
-from ..space import Architecture, CHOICES, NUM_LAYERS, SPACE_SE, SearchSpace
+from ..evaluation import SupernetEvaluator  # noqa: F401 (re-exported: defined in scarlet_lib.evaluation)
+from ..space import Architecture, CHOICES, NUM_LAYERS
 
 __all__ = ["CheapEvaluator", "SupernetEvaluator", "MemoEvaluator"]
 
