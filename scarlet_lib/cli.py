@@ -137,7 +137,7 @@ def main(argv=None) -> int:
         parser.error(str(e))
     try:
         return _run(a, recipe)
-    except (CheckpointError, DataError, TrainingDiverged) as e:
+    except (CheckpointError, DataError, TrainingDiverged, MemoryError) as e:  # MemoryError: refused up front
         print(f"error: {e}", file=sys.stderr)
         return 1
 

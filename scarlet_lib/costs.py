@@ -13,8 +13,10 @@ on its own shape (tested against whole-model counts).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,7 +29,7 @@ from .models import ScarletNet
 from .space import CHOICES, IDENTITY, NUM_LAYERS
 
 __all__ = ["count_madds", "count_params", "paper_millions", "CostTable", "cost_table", "arch_madds",
-           "arch_params"]
+           "arch_params", "training_memory_bytes", "available_memory_bytes", "check_training_memory"]
 
 
 def count_madds(model: nn.Module, input_size: int | tuple[int, int] = 224, in_channels: int = 3) -> int:
@@ -128,3 +130,70 @@ def arch_madds(arch, input_size: int = 224, **model_kwargs) -> int:
 
 def arch_params(arch, input_size: int = 224, **model_kwargs) -> int:
     return cost_table(input_size, **model_kwargs).params(arch)
+
+
+# -- memory a training run needs, known before anything is allocated -------------------------------------
+def training_memory_bytes(build: Callable[[], nn.Module], batch_size: int, input_size: int | tuple[int, int],
+                          in_channels: int = 3) -> int:
+    """Estimated bytes of one float32 SGD training step of the model ``build()`` returns.
+
+    Parameters three times (weights, gradients, momentum) plus the output of every leaf module for
+    ``batch_size`` images (what autograd keeps for the backward pass). The model is built and run on the
+    meta device, so a model too large to allocate is measured without allocating it. Temporaries and
+    allocator slack are not counted: the estimate is a lower bound of the peak.
+    """
+    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    with torch.device("meta"):
+        model = build()
+    outputs = 0
+
+    def count(_module, _inputs, out):
+        nonlocal outputs
+        if isinstance(out, torch.Tensor):
+            outputs += out.numel()
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if next(m.children(), None) is None]
+    try:
+        with torch.no_grad():
+            model.train()(torch.empty(1, in_channels, h, w, device="meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return 4 * (3 * count_params(model) + batch_size * outputs)
+
+
+def available_memory_bytes(device) -> int | None:
+    """Memory free for a new run on ``device`` (CPU: the kernel's MemAvailable; CUDA: free device memory);
+    None where it cannot be read."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_training_memory(build: Callable[[], nn.Module], batch_size: int, input_size: int, device,
+                          what: str = "the model") -> int:
+    """Refuse, before any allocation, a run whose estimated training memory exceeds what ``device`` has free.
+
+    Returns the estimate in bytes. The error names the estimate, what is free and what to lower.
+    """
+    needed = training_memory_bytes(build, batch_size, input_size)
+    free = available_memory_bytes(device)
+    if free is not None and needed > free:
+        gib = 2 ** 30
+        raise MemoryError(f"{what} needs at least {needed / gib:.1f} GiB to train (batch {batch_size}, "
+                          f"{input_size}x{input_size} images) but {torch.device(device)} has {free / gib:.1f} GiB "
+                          "free; lower width_mult, the batch size or the image size")
+    return needed

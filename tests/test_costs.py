@@ -160,3 +160,28 @@ def test_mnasnet1_0_is_b1_not_a1():
 
     params = count_params(torchvision.models.mnasnet1_0())
     assert paper_millions(params) == 4.3 and abs(params / 1e6 - 3.9) > 0.4  # A1 has 3.9M
+
+
+def test_training_memory_is_three_copies_of_the_parameters_plus_every_leaf_output_per_image():
+    from scarlet_lib.costs import training_memory_bytes
+
+    def build():  # 3->4 conv 3x3 (112 parameters) at 8x8: conv and ReLU outputs 4 x 64 values each
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+
+    assert training_memory_bytes(build, batch_size=5, input_size=8) == 4 * (3 * 112 + 5 * 2 * 4 * 64)
+
+
+def test_training_memory_of_a_model_too_large_to_allocate_is_measured_without_allocating_it():
+    from scarlet_lib.costs import training_memory_bytes
+
+    small = training_memory_bytes(lambda: build_model(SCARLET_A, width_mult=1.0), 32, 224)
+    huge = training_memory_bytes(lambda: build_model(SCARLET_A, width_mult=100.0), 32, 224)  # ~739 GiB
+    assert 1.0 < small / 2 ** 30 < 4.0  # SCARLET-A, batch 32 at 224x224: a couple of GiB, like MobileNetV2
+    assert huge > 100 * small
+
+
+def test_available_memory_is_read_for_the_cpu():
+    from scarlet_lib.costs import available_memory_bytes
+
+    free = available_memory_bytes("cpu")
+    assert free is None or free > 0
