@@ -200,16 +200,24 @@ def paired_t_interval(diffs: Sequence[float], confidence: float = 0.95) -> dict:
     With 3-5 seeds a percentile bootstrap interval is about [smallest, largest] difference and covers far
     less often than its nominal level; the t interval keeps its level for normal differences. NaN with fewer
     than 2 seeds.
+
+    ``rerun_low``/``rerun_high``: where the same command's mean falls when rerun elsewhere (another
+    instruction set or thread count), a prediction interval ``mean +- t * s * sqrt(2 / n)``. Floating-point
+    differences make a long training run diverge like a new seed, so a rerun's mean is treated as n fresh
+    draws; runs that share init and data vary less, so the interval is conservative for them.
     """
     from scipy import stats
 
     d = np.asarray(list(diffs), dtype=float)
     d = d[np.isfinite(d)]
     out = {"n": int(d.size), "mean": float(d.mean()) if d.size else float("nan"),
-           "low": float("nan"), "high": float("nan"), "confidence": confidence}
+           "low": float("nan"), "high": float("nan"), "rerun_low": float("nan"), "rerun_high": float("nan"),
+           "confidence": confidence}
     if d.size >= 2:
-        half = stats.t.ppf(0.5 + confidence / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
-        out["low"], out["high"] = out["mean"] - half, out["mean"] + half
+        t_s = stats.t.ppf(0.5 + confidence / 2, d.size - 1) * d.std(ddof=1)
+        out["low"], out["high"] = out["mean"] - t_s / np.sqrt(d.size), out["mean"] + t_s / np.sqrt(d.size)
+        half = t_s * np.sqrt(2.0 / d.size)
+        out["rerun_low"], out["rerun_high"] = out["mean"] - half, out["mean"] + half
     return out
 
 
@@ -226,7 +234,8 @@ def well_above_chance(accuracies: dict, chance: float, margin: float = 0.15) -> 
 
 def paired_gaps(final: pd.DataFrame, pairs: Sequence[tuple[str, str]], value: str = "acc",
                 arm: str = "arm", seed: str = "seed", confidence: float = 0.95) -> pd.DataFrame:
-    """For each (a, b) pair of arms: per-seed differences b - a of ``value`` and their bootstrap interval."""
+    """For each (a, b) pair of arms: per-seed differences b - a of ``value``, their bootstrap interval and
+    where a rerun on another machine falls (``rerun_low``/``rerun_high``, ``paired_t_interval``)."""
     _require(final, [value, arm, seed], "final table")
     wide = final.pivot_table(index=seed, columns=arm, values=value, aggfunc="mean")
     rows = []
@@ -235,9 +244,11 @@ def paired_gaps(final: pd.DataFrame, pairs: Sequence[tuple[str, str]], value: st
             continue
         d = (wide[b] - wide[a]).dropna()
         boot = paired_bootstrap(d.values, confidence=confidence)
+        rerun = paired_t_interval(d.values, confidence=confidence)
         sd = d.std(ddof=1) if d.size > 1 else float("nan")
         rows.append({"comparison": f"{b} - {a}", "seeds": boot["n"], "mean_diff": boot["mean"],
                      "ci_low": boot["low"], "ci_high": boot["high"],
+                     "rerun_low": rerun["rerun_low"], "rerun_high": rerun["rerun_high"],
                      "cohens_dz": boot["mean"] / sd if sd and np.isfinite(sd) and sd > 0 else float("nan"),
                      "per_seed": ", ".join(f"{v:+.3f}" for v in d.values)})
     return pd.DataFrame(rows)
@@ -388,7 +399,8 @@ def oneshot_effects(scores: pd.DataFrame, epoch: int | None = None, n_resamples:
     ``epoch``: the epoch read (None: each arm's last). Seeds are paired within an arm; a seed lacking
     either supernet is left out (``seeds`` counts those used). The interval (``ci_low``, ``ci_high``) is
     ``paired_t_interval``'s, NaN with fewer than 3 seeds; ``boot_low``/``boot_high`` give the percentile
-    bootstrap beside it. Columns: ``arm, claim, effect, estimate, ci_low, ci_high, seeds,
+    bootstrap beside it, ``rerun_low``/``rerun_high`` where a rerun on another machine falls
+    (``paired_t_interval``). Columns: ``arm, claim, effect, estimate, ci_low, ci_high, seeds,
     epoch, confidence, per_seed``. Raises if the two supernets of a seed were scored on different paths.
     """
     _check_scores(scores, SCORE_COLUMNS)
@@ -417,6 +429,8 @@ def oneshot_effects(scores: pd.DataFrame, epoch: int | None = None, n_resamples:
                          "ci_low": t["low"] if t["n"] >= 3 else np.nan, "ci_high": t["high"] if t["n"] >= 3 else np.nan,
                          "seeds": t["n"], "epoch": ep, "confidence": confidence, "interval": "paired t over seeds",
                          "boot_low": boot["low"], "boot_high": boot["high"],
+                         "rerun_low": t["rerun_low"] if t["n"] >= 3 else np.nan,
+                         "rerun_high": t["rerun_high"] if t["n"] >= 3 else np.nan,
                          "per_seed": ", ".join(f"{k}: {v:+.2f}" for k, v in diffs.items())})
     return pd.DataFrame(rows)
 

@@ -406,8 +406,8 @@ def ranking_effects(table: pd.DataFrame, gates: pd.DataFrame, confidence: float 
     """Per arm and claim (``RANKING_CLAIMS``), LET - identity paired over seeds with a t interval, and a
     verdict: "uninformative at this scale" unless every supernet of the arm passes ``ranking_gates`` and
     there are >= 3 paired seeds; then "reproduced" when the interval lies on the paper's side of 0, else
-    "not reproduced". Columns: ``arm, claim, effect, estimate, ci_low, ci_high, seeds, per_seed, verdict,
-    reason``."""
+    "not reproduced". Columns: ``arm, claim, effect, estimate, ci_low, ci_high, rerun_low, rerun_high, seeds,
+    per_seed, verdict, reason`` (``rerun_*``: where a rerun on another machine falls, ``paired_t_interval``)."""
     rows = []
     for arm in dict.fromkeys(table["arm"]):
         t = table[table["arm"] == arm]
@@ -443,11 +443,12 @@ def ranking_effects(table: pd.DataFrame, gates: pd.DataFrame, confidence: float 
             else:
                 verdict, reason = "not reproduced", f"{shown}: the interval includes 0."
             rows.append({"arm": arm, "claim": claim, "effect": spec["effect"], "estimate": ci["mean"],
-                         "ci_low": ci["low"], "ci_high": ci["high"], "seeds": ci["n"],
+                         "ci_low": ci["low"], "ci_high": ci["high"], "rerun_low": ci["rerun_low"],
+                         "rerun_high": ci["rerun_high"], "seeds": ci["n"],
                          "per_seed": ", ".join(f"{s}: {d:+.3f}" for s, d in diffs.items()),
                          "verdict": verdict, "reason": reason})
-    return pd.DataFrame(rows, columns=["arm", "claim", "effect", "estimate", "ci_low", "ci_high", "seeds",
-                                       "per_seed", "verdict", "reason"])
+    return pd.DataFrame(rows, columns=["arm", "claim", "effect", "estimate", "ci_low", "ci_high", "rerun_low",
+                                       "rerun_high", "seeds", "per_seed", "verdict", "reason"])
 
 
 def settings_dict(settings: StandaloneSettings) -> dict:

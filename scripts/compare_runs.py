@@ -3,8 +3,12 @@
     .venv/bin/python scripts/compare_runs.py FIGURES_A FIGURES_B [--out figures/cpu/rerun_comparison]
 
 For every CSV present in both folders with the same rows, each numeric column's largest absolute
-difference, and whether the tables are identical. Writes ``<out>.csv`` and ``<out>.md`` (with both runs'
-recorded versions, CPU and thread counts) and prints the markdown.
+difference, and whether the tables are identical. For every table of effects with an interval (``estimate``
+or ``mean_diff`` with ``ci_low``/``ci_high``), whether B's estimate falls inside A's confidence interval and
+inside A's rerun interval (``rerun_low``/``rerun_high``; where A predates those columns, the confidence
+interval widened by sqrt(2), which is what ``analysis.paired_t_interval`` computes). Writes ``<out>.csv``,
+``<out>_intervals.csv`` and ``<out>.md`` (with both runs' recorded versions, CPU and thread counts) and prints
+the markdown.
 """
 from __future__ import annotations
 
@@ -38,6 +42,30 @@ def compare_tables(a: pd.DataFrame, b: pd.DataFrame) -> list[dict]:
     return rows
 
 
+KEY_COLUMNS = ("arm", "claim", "comparison", "identity_mode", "seed", "statistic")
+
+
+def interval_coverage(a: pd.DataFrame, b: pd.DataFrame) -> list[dict]:
+    """Per row of an effects table: is B's estimate inside A's confidence interval and A's rerun interval?"""
+    value = next((c for c in ("estimate", "mean_diff") if c in a.columns), None)
+    if value is None or not {"ci_low", "ci_high"} <= set(a.columns) or value not in b.columns or len(a) != len(b):
+        return []
+    rows = []
+    for (_, ra), (_, rb) in zip(a.iterrows(), b.iterrows()):
+        key = " / ".join(str(ra[c]) for c in KEY_COLUMNS if c in a.columns)
+        if not all(np.isfinite([ra[value], rb[value], ra["ci_low"], ra["ci_high"]])):
+            continue
+        if {"rerun_low", "rerun_high"} <= set(a.columns) and np.isfinite([ra["rerun_low"], ra["rerun_high"]]).all():
+            low, high = ra["rerun_low"], ra["rerun_high"]
+        else:
+            mid, half = (ra["ci_low"] + ra["ci_high"]) / 2, (ra["ci_high"] - ra["ci_low"]) / 2
+            low, high = mid - np.sqrt(2) * half, mid + np.sqrt(2) * half
+        rows.append({"row": key, "a_estimate": ra[value], "b_estimate": rb[value], "a_ci_low": ra["ci_low"],
+                     "a_ci_high": ra["ci_high"], "in_ci": bool(ra["ci_low"] <= rb[value] <= ra["ci_high"]),
+                     "a_rerun_low": low, "a_rerun_high": high, "in_rerun": bool(low <= rb[value] <= high)})
+    return rows
+
+
 def _record(folder: Path) -> str:
     runs = sorted(folder.glob("*.run.json"))
     if not runs:
@@ -64,14 +92,22 @@ def main(argv=None) -> int:
         for r in compare_tables(pd.read_csv(args.a / name), pd.read_csv(args.b / name)):
             rows.append({"table": name, **r})
     table = pd.DataFrame(rows, columns=["table", "column", "max_abs_diff", "identical", "note"])
+    cover = pd.DataFrame([{"table": name, **r} for name in names
+                          for r in interval_coverage(pd.read_csv(args.a / name), pd.read_csv(args.b / name))],
+                         columns=["table", "row", "a_estimate", "b_estimate", "a_ci_low", "a_ci_high", "in_ci",
+                                  "a_rerun_low", "a_rerun_high", "in_rerun"])
     md = (f"# Two runs compared\n\n`python scripts/compare_runs.py {args.a} {args.b}`\n\n"
           f"- A: {args.a} ({_record(args.a)})\n- B: {args.b} ({_record(args.b)})\n\n"
           f"{int(table['identical'].sum())} of {len(table)} compared columns identical.\n\n"
-          + markdown_table(table) + "\n")
+          + markdown_table(table) + "\n\n## B's effects against A's intervals\n\n"
+          + (f"B's estimate inside A's confidence interval: {int(cover['in_ci'].sum())} of {len(cover)}; inside A's "
+             f"rerun interval: {int(cover['in_rerun'].sum())} of {len(cover)}.\n\n" + markdown_table(cover)
+             if len(cover) else "No effects table with intervals in both runs.") + "\n")
     print(md)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out.with_suffix(".csv"), index=False)
+        cover.to_csv(args.out.with_name(args.out.name + "_intervals.csv"), index=False)
         args.out.with_suffix(".md").write_text(md)
     return 0
 

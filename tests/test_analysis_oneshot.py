@@ -90,7 +90,7 @@ def test_oneshot_effects_are_paired_differences_in_points():
                        ignore_index=True)
     eff = oneshot_effects(scores, n_resamples=999)
     assert list(eff.columns) == ["arm", "claim", "effect", "estimate", "ci_low", "ci_high", "seeds", "epoch",
-                                 "confidence", "interval", "boot_low", "boot_high", "per_seed"]
+                                 "confidence", "interval", "boot_low", "boot_high", "rerun_low", "rerun_high", "per_seed"]
     assert list(eff["arm"]) == ["paper"] * 3 + ["calibrated"] * 3 and list(eff["claim"]) == ["C1", "C2", "C3"] * 2
     assert set(eff["epoch"]) == {1}
     summ = oneshot_summary(scores).query("epoch == 1 and arm == 'paper'").pivot(index="seed", columns="identity_mode")
@@ -278,3 +278,27 @@ def test_figure3_verdict_needs_reference_arms_above_chance_and_every_run_at_a_pl
     assert not ok and "let seed 1 +5.0" in text
     ok, text = analysis.figure3_verdict({**means, "folded": 0.2}, flat, chance=0.1)
     assert not ok and "folded" in text
+
+
+def test_rerun_interval_is_the_t_prediction_interval_of_a_second_mean():
+    from scipy import stats
+
+    from scarlet_lib.analysis import paired_t_interval
+
+    d = [1.0, 2.0, 3.0, 4.0]
+    out = paired_t_interval(d)
+    low, high = stats.t.interval(0.95, 3, loc=2.5, scale=np.std(d, ddof=1) * np.sqrt(2 / 4))
+    assert out["rerun_low"] == pytest.approx(low) and out["rerun_high"] == pytest.approx(high)
+    assert out["rerun_high"] - out["rerun_low"] == pytest.approx(np.sqrt(2) * (out["high"] - out["low"]))
+
+
+def test_a_rerun_of_fresh_seeds_lands_in_the_rerun_interval_95_percent_of_the_time():
+    from scarlet_lib.analysis import paired_t_interval
+
+    rng = np.random.default_rng(0)
+    first, rerun = rng.normal(3.0, 2.0, (2000, 5)), rng.normal(3.0, 2.0, (2000, 5))
+    inside = [paired_t_interval(a)["rerun_low"] <= b.mean() <= paired_t_interval(a)["rerun_high"]
+              for a, b in zip(first, rerun)]
+    ci_inside = [paired_t_interval(a)["low"] <= b.mean() <= paired_t_interval(a)["high"] for a, b in zip(first, rerun)]
+    assert 0.935 <= np.mean(inside) <= 0.965
+    assert np.mean(ci_inside) < 0.88  # the confidence interval of the mean does not cover a rerun's mean

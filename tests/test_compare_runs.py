@@ -29,3 +29,21 @@ def test_command_writes_the_comparison(tmp_path, capsys):
     assert compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")]) == 0
     out = pd.read_csv(tmp_path / "cmp.csv")
     assert out.loc[0, "max_abs_diff"] == 0.25 and "0 of 1 compared columns identical" in capsys.readouterr().out
+
+
+def test_a_rerun_estimate_is_checked_against_the_first_runs_intervals(tmp_path, capsys):
+    # A: t interval 1 +- 1 (rerun interval given); second row has no rerun columns: CI widened by sqrt(2)
+    a = pd.DataFrame({"arm": ["x", "y"], "claim": ["C1", "C1"], "estimate": [1.0, 0.0], "ci_low": [0.0, -1.0],
+                      "ci_high": [2.0, 1.0], "rerun_low": [-0.5, float("nan")], "rerun_high": [2.5, float("nan")]})
+    b = a.assign(estimate=[2.2, -1.3])
+    rows = compare_runs.interval_coverage(a, b)
+    assert [r["row"] for r in rows] == ["x / C1", "y / C1"]
+    assert [(r["in_ci"], r["in_rerun"]) for r in rows] == [(False, True), (False, True)]
+    assert math.isclose(rows[1]["a_rerun_low"], -math.sqrt(2))
+    assert compare_runs.interval_coverage(a, b.assign(estimate=[2.6, 0.0]))[0]["in_rerun"] is False
+    for name, t in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        t.to_csv(tmp_path / name / "02_effects.csv", index=False)
+    compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")])
+    assert "inside A's rerun interval: 2 of 2" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "cmp_intervals.csv")["in_rerun"].all()
