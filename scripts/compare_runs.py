@@ -80,6 +80,7 @@ def main(argv=None) -> int:
     p.add_argument("a", type=Path)
     p.add_argument("b", type=Path)
     p.add_argument("--out", type=Path, default=None, help="write <out>.csv and <out>.md")
+    p.add_argument("--note", default="", help="how the runs were made (the commands), written into <out>.md")
     args = p.parse_args(argv)
     for folder in (args.a, args.b):
         if not folder.is_dir():
@@ -98,7 +99,8 @@ def main(argv=None) -> int:
                                   "a_rerun_low", "a_rerun_high", "in_rerun"])
     md = (f"# Two runs compared\n\n`python scripts/compare_runs.py {args.a} {args.b}`\n\n"
           f"- A: {args.a} ({_record(args.a)})\n- B: {args.b} ({_record(args.b)})\n\n"
-          f"{int(table['identical'].sum())} of {len(table)} compared columns identical.\n\n"
+          + (f"{args.note}\n\n" if args.note else "")
+          + f"{int(table['identical'].sum())} of {len(table)} compared columns identical.\n\n"
           + markdown_table(table) + "\n\n## B's effects against A's intervals\n\n"
           + (f"B's estimate inside A's confidence interval: {int(cover['in_ci'].sum())} of {len(cover)}; inside A's "
              f"rerun interval: {int(cover['in_rerun'].sum())} of {len(cover)}.\n\n" + markdown_table(cover)
