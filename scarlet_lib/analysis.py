@@ -636,12 +636,14 @@ def arm_path_log(steps: Mapping[tuple, tuple[pd.DataFrame, int]]) -> pd.DataFram
 
 
 def supernet_gates(scores: pd.DataFrame, log: pd.DataFrame | None, chance: float, fraction: float = 0.2,
-                   tolerance: float = 0.02, min_scored_epochs: int = 3) -> pd.DataFrame:
+                   tolerance: float = 0.02, min_scored_epochs: int = 2) -> pd.DataFrame:
     """``oneshot_gates`` with the plateau read from the best curve available, named in ``plateau_from``.
 
-    The per-epoch held-out scores when at least ``min_scored_epochs`` epochs were scored; otherwise the running
-    training accuracy of the sampled paths (``log`` with ``arm, mode, seed, step, acc``; the gratings stream
-    shows every batch once, so it is a held-out curve too), in blocks of a tenth of the run.
+    The per-epoch held-out scores when at least ``min_scored_epochs`` epochs were scored and they reach back
+    over the last ``fraction`` of training (e.g. scores at 80% and 100% of it: the gain is measured, not
+    interpolated); otherwise the running training accuracy of the sampled paths (``log`` with ``arm, mode,
+    seed, step, acc``; the gratings stream shows every batch once, so it is a held-out curve too), in blocks of
+    a tenth of the run.
     """
     # epoch e is scored after e + 1 epochs, so training starts at epoch index -1
     gates = oneshot_gates(scores, chance, fraction=fraction, tolerance=tolerance, start=-1)
@@ -649,7 +651,7 @@ def supernet_gates(scores: pd.DataFrame, log: pd.DataFrame | None, chance: float
     for i, g in gates.iterrows():
         scored = scores[(scores["arm"] == g["arm"]) & (scores["identity_mode"] == g["identity_mode"])
                         & (scores["seed"] == g["seed"])]["epoch"].nunique()
-        if scored >= min_scored_epochs or log is None:
+        if (scored >= min_scored_epochs and np.isfinite(g["plateau_gain"])) or log is None:
             continue
         run = log[(log["arm"] == g["arm"]) & (log["mode"] == g["identity_mode"]) & (log["seed"] == g["seed"])]
         if not len(run):

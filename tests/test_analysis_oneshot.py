@@ -239,6 +239,17 @@ def test_supernet_gates_read_the_plateau_from_running_accuracy_when_few_epochs_w
                       for e in (1, 3, 5)])
     gates = analysis.supernet_gates(many, log, chance=0.1)
     assert (gates["plateau_from"] == "held-out scores per epoch").all() and gates["at_plateau"].all()
+    # two scores, after 8 and 10 of 10 epochs, measure the last fifth directly: held-out decides (a 5-point rise)
+    two = pd.concat([_scores(rng, np.full(20, acc), 100000, "a", m, 0, epoch=e) for m in ("identity", "let")
+                     for e, acc in ((7, 0.55), (9, 0.6))])
+    gates = analysis.supernet_gates(two, log, chance=0.1).set_index("identity_mode")
+    assert (gates["plateau_from"] == "held-out scores per epoch").all() and not gates["at_plateau"].any()
+    assert gates["plateau_gain"].between(0.04, 0.06).all()
+    # two scores after 9 and 10 of 10 epochs do not reach back a fifth: the running accuracy decides
+    late = pd.concat([_scores(rng, np.full(20, 0.6), 100000, "a", m, 0, epoch=e) for m in ("identity", "let")
+                      for e in (8, 9)])
+    gates = analysis.supernet_gates(late, log, chance=0.1)
+    assert (gates["plateau_from"] == "running training accuracy").all()
 
 
 def test_oneshot_scores_join_the_trainers_tables_with_their_arm_mode_and_seed():
