@@ -133,6 +133,22 @@ def test_train_standalone_refuses_bad_values_before_any_work(change, message):
     assert message in str(info.value)
 
 
+def test_a_stand_alone_model_too_large_for_memory_is_refused_before_it_is_built(data, tmp_path, monkeypatch):
+    import time
+
+    from scarlet_lib import costs
+
+    monkeypatch.setattr(costs, "available_memory_bytes", lambda device: 2 ** 30)  # 1 GiB free
+    started = time.perf_counter()
+    with pytest.raises(MemoryError) as info:  # width 100: hundreds of GiB
+        train_standalone(FIGURE3_ARCH, data, width_mult=100.0, checkpoint_dir=tmp_path / "run", progress=False)
+    message = str(info.value)
+    assert "width_mult 100.0" in message and "GiB free" in message and "lower width_mult" in message
+    assert time.perf_counter() - started < 10  # before allocation (building it took 27 s)
+    assert not (tmp_path / "run" / "last.pt").exists()
+    train_standalone(FIGURE3_ARCH, data, width_mult=0.25, steps_per_epoch=1, eval_batches=1, progress=False)
+
+
 any_number = st.one_of(st.floats(), st.integers(-10 ** 30, 10 ** 30))
 
 

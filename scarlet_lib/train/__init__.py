@@ -51,6 +51,7 @@ from ..checkpoints import (  # noqa: F401 (CHECKPOINT_NAME, load_checkpoint_file
     CHECKPOINT_FORMAT, CHECKPOINT_NAME, _columns, _restore_training, _resume_state, _rng_state, _rows,
     _write_params, check_output_dir, load_checkpoint_file, save_checkpoint,
 )
+from ..costs import check_training_memory
 from ..data import DataBundle, check_input_size, derive_seed
 from ..distributed import DistContext, all_reduce_gradients, all_reduce_sum, broadcast_parameters
 from ..evaluation import accuracy, score_paths
@@ -433,8 +434,14 @@ def train_standalone(arch, data: DataBundle, epochs: int = 1, identity_mode: str
     ctx = dist_ctx or DistContext.current()
     device = torch.device(device or "cpu")
     dropout = (0.2 if recipe == "paper" else 0.0) if dropout is None else dropout
-    model = build_model(arch, num_classes=data.num_classes, width_mult=width_mult, small_input=data.small_input,
-                        identity_mode=identity_mode, dropout=dropout)
+
+    def build():
+        return build_model(arch, num_classes=data.num_classes, width_mult=width_mult, small_input=data.small_input,
+                           identity_mode=identity_mode, dropout=dropout)
+
+    check_training_memory(build, data.batch_size, data.image_size, device,
+                          what=f"the stand-alone model at width_mult {width_mult}")
+    model = build()
     init_weights(model, seed)
     model.to(device)
     if ctx.enabled:
