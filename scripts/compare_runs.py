@@ -6,7 +6,8 @@ For every CSV present in both folders with the same rows, each numeric column's 
 difference, and whether the tables are identical. For every table of effects with an interval (``estimate``
 or ``mean_diff`` with ``ci_low``/``ci_high``), whether B's estimate falls inside A's confidence interval and
 inside A's rerun interval (``rerun_low``/``rerun_high``; where A predates those columns, the confidence
-interval widened by sqrt(2), which is what ``analysis.paired_t_interval`` computes). Writes ``<out>.csv``,
+interval widened by sqrt(2) about its centre: exactly ``analysis.paired_t_interval``'s for a t interval, an
+approximation for a bootstrap one). Writes ``<out>.csv``,
 ``<out>_intervals.csv`` and ``<out>.md`` (with both runs' recorded versions, CPU and thread counts) and prints
 the markdown.
 """
@@ -88,15 +89,14 @@ def main(argv=None) -> int:
     names = sorted({f.name for f in args.a.glob("*.csv")} & {f.name for f in args.b.glob("*.csv")})
     if not names:
         p.error(f"no CSV table is in both {args.a} and {args.b}")
-    rows = []
-    for name in names:
-        for r in compare_tables(pd.read_csv(args.a / name), pd.read_csv(args.b / name)):
-            rows.append({"table": name, **r})
+    rows, covered = [], []
+    for name in names:  # each table read once, for both comparisons
+        a, b = pd.read_csv(args.a / name), pd.read_csv(args.b / name)
+        rows += [{"table": name, **r} for r in compare_tables(a, b)]
+        covered += [{"table": name, **r} for r in interval_coverage(a, b)]
     table = pd.DataFrame(rows, columns=["table", "column", "max_abs_diff", "identical", "note"])
-    cover = pd.DataFrame([{"table": name, **r} for name in names
-                          for r in interval_coverage(pd.read_csv(args.a / name), pd.read_csv(args.b / name))],
-                         columns=["table", "row", "a_estimate", "b_estimate", "a_ci_low", "a_ci_high", "in_ci",
-                                  "a_rerun_low", "a_rerun_high", "in_rerun"])
+    cover = pd.DataFrame(covered, columns=["table", "row", "a_estimate", "b_estimate", "a_ci_low", "a_ci_high", "in_ci",
+                                           "a_rerun_low", "a_rerun_high", "in_rerun"])
     md = (f"# Two runs compared\n\n`python scripts/compare_runs.py {args.a} {args.b}`\n\n"
           f"- A: {args.a} ({_record(args.a)})\n- B: {args.b} ({_record(args.b)})\n\n"
           + (f"{args.note}\n\n" if args.note else "")
