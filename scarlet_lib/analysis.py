@@ -324,6 +324,10 @@ CLAIMS = {
 }
 VERDICTS = ("reproduced", "not reproduced", "uninformative at this scale")
 
+# The size of the paper's Figure 1 effect, in the units of ``CLAIMS``: LET's supernet training accuracy is
+# "about 20% higher" than identity's (read as points). C2 and C3 are drawn, not quantified, in the paper.
+PAPER_EFFECTS = {"C1": 20.0}
+
 
 def _check_scores(scores: pd.DataFrame, columns: Iterable[str]) -> None:
     _require(scores, columns, "scores table")
@@ -400,8 +404,9 @@ def oneshot_effects(scores: pd.DataFrame, epoch: int | None = None, n_resamples:
     either supernet is left out (``seeds`` counts those used). The interval (``ci_low``, ``ci_high``) is
     ``paired_t_interval``'s, NaN with fewer than 3 seeds; ``boot_low``/``boot_high`` give the percentile
     bootstrap beside it, ``rerun_low``/``rerun_high`` where a rerun on another machine falls
-    (``paired_t_interval``). Columns: ``arm, claim, effect, estimate, ci_low, ci_high, seeds,
-    epoch, confidence, per_seed``. Raises if the two supernets of a seed were scored on different paths.
+    (``paired_t_interval``), ``sd_seeds`` the standard deviation of the per-seed differences (what
+    ``seeds_for_power`` reads). Columns: ``arm, claim, effect, estimate, ci_low, ci_high, seeds,
+    epoch, confidence, interval, boot_low, boot_high, rerun_low, rerun_high, sd_seeds, per_seed``. Raises if the two supernets of a seed were scored on different paths.
     """
     _check_scores(scores, SCORE_COLUMNS)
     summary = oneshot_summary(scores, far_below_points)
@@ -431,6 +436,7 @@ def oneshot_effects(scores: pd.DataFrame, epoch: int | None = None, n_resamples:
                          "boot_low": boot["low"], "boot_high": boot["high"],
                          "rerun_low": t["rerun_low"] if t["n"] >= 3 else np.nan,
                          "rerun_high": t["rerun_high"] if t["n"] >= 3 else np.nan,
+                         "sd_seeds": float(diffs.std(ddof=1)) if len(diffs) > 1 else np.nan,
                          "per_seed": ", ".join(f"{k}: {v:+.2f}" for k, v in diffs.items())})
     return pd.DataFrame(rows)
 
@@ -556,7 +562,8 @@ def claim_verdicts(effects: pd.DataFrame, gates: pd.DataFrame, chance: float | N
     chance and at a plateau, and an interval exists (>= 3 seeds); otherwise "uninformative at this scale".
     "reproduced": the interval lies entirely on the paper's side of 0 (C1 above, C2 and C3 below); "not
     reproduced" otherwise. "Opposite sign" is said only for the "paper" arm with the interval entirely on
-    the other side: other arms change the recipe, so they cannot contradict the paper.
+    the other side: other arms change the recipe, so they cannot contradict the paper. A "not reproduced"
+    reason also says whether the paper's effect size (``PAPER_EFFECTS``) lies inside the interval.
     Columns: ``arm, claim, verdict, reason``.
     """
     _require(effects, ["arm", "claim", "estimate", "ci_low", "ci_high", "seeds"], "effects table")
@@ -599,6 +606,11 @@ def claim_verdicts(effects: pd.DataFrame, gates: pd.DataFrame, chance: float | N
                               "the paper's.")
                 else:
                     verdict, reason = VERDICTS[1], f"{shown}: the interval includes 0."
+                if verdict == VERDICTS[1] and e.claim in PAPER_EFFECTS:
+                    target = spec["paper_sign"] * abs(PAPER_EFFECTS[e.claim])
+                    inside = e.ci_low <= target <= e.ci_high
+                    reason += (f" The paper's {target:+.0f} {spec['unit']} lies "
+                               f"{'inside' if inside else 'outside'} the interval.")
             rows.append({"arm": arm, "claim": e.claim, "verdict": verdict, "reason": reason})
     return pd.DataFrame(rows, columns=["arm", "claim", "verdict", "reason"])
 
@@ -760,3 +772,102 @@ def choice_similarity_pairs(features: Mapping, samples: str = "positions") -> pd
                          "cosine": channel_cosine(a, b) if a.shape == b.shape else float("nan"),
                          "cka": layer_cka(a, b, samples) if same_samples else float("nan")})
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# More seeds: pooling runs of one recipe, and how many seeds a claim needs
+# ------------------------------------------------------------------------------------------------
+
+__all__ += ["PAPER_EFFECTS", "POOL_KEYS", "pool_seed_runs", "seeds_for_power", "power_table"]
+
+# Notebook-2 parameters that define what a seed measures; runs are pooled only when all of them agree.
+POOL_KEYS = ("dataset", "difficulty", "data_root", "image_size", "width", "space", "epochs", "steps_per_epoch",
+             "batch_size", "lr", "warmup_steps", "zero_init_residual", "let_init", "reduction", "eval_paths",
+             "eval_images", "eval_every", "far_below_points", "plateau_fraction", "plateau_tolerance")
+
+
+def pool_seed_runs(runs: Sequence[tuple[pd.DataFrame, pd.DataFrame, Mapping]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scores and gates of several runs of notebook 2 with the same recipe and disjoint seeds, as one run.
+
+    ``runs``: ``(scores, gates, parameters)`` per run (tables as notebook 2 writes them, ``parameters`` as its
+    run record holds them). Seeds are independent draws, so a claim read over the pooled seeds is the same
+    experiment with more seeds, wherever each run was made. Raises, before pooling anything, when a parameter of
+    ``POOL_KEYS`` differs (naming it and both values) or when an arm has the same seed in two runs.
+    """
+    runs = list(runs)
+    if len(runs) < 2:
+        raise ValueError(f"pooling needs at least two runs, got {len(runs)}")
+    first = runs[0][2]
+    for i, (_, _, params) in enumerate(runs[1:], start=1):
+        differ = [f"{k} ({first.get(k)!r} vs {params.get(k)!r})" for k in POOL_KEYS if first.get(k) != params.get(k)]
+        if differ:
+            raise ValueError(f"run {i} differs from run 0 in {', '.join(differ)}; only runs of one recipe "
+                             "(the parameters in analysis.POOL_KEYS) can be pooled")
+    seen: dict[tuple, int] = {}
+    for i, (scores, gates, _) in enumerate(runs):
+        _check_scores(scores, SCORE_COLUMNS)
+        _require(gates, ["arm", "identity_mode", "seed", "mean_acc", "plateau_gain", "at_plateau"], "gates table")
+        for key in set(map(tuple, scores[["arm", "seed"]].drop_duplicates().to_numpy().tolist())):
+            if key in seen:
+                raise ValueError(f"arm {key[0]!r} seed {key[1]} is in run {seen[key]} and run {i}; pooled runs "
+                                 "need disjoint seeds (the same seed twice is a rerun, not a new draw)")
+            seen[key] = i
+    scores = pd.concat([r[0] for r in runs], ignore_index=True)
+    gates = pd.concat([r[1] for r in runs], ignore_index=True)
+    return scores, gates
+
+
+def seeds_for_power(sd: float, effect: float, confidence: float = 0.95, power: float = 0.8,
+                    max_seeds: int = 100_000) -> int:
+    """Smallest number of paired seeds at which the two-sided paired t test at level ``1 - confidence`` finds a
+    true mean difference ``effect`` with probability ``power``, when the per-seed differences have standard
+    deviation ``sd`` (exact, from scipy's noncentral t). ``max_seeds + 1`` when even ``max_seeds`` is too few."""
+    from scipy import stats
+
+    sd, effect = float(sd), abs(float(effect))
+    if not (np.isfinite(sd) and sd > 0 and np.isfinite(effect) and effect > 0):
+        raise ValueError(f"sd and effect must be finite and > 0, got sd={sd!r}, effect={effect!r}")
+    confidence, power = _check_fraction("confidence", confidence, closed_low=False), _check_fraction("power", power)
+
+    def achieved(n: int) -> float:
+        df, nc = n - 1, effect / sd * np.sqrt(n)
+        crit = stats.t.ppf(0.5 + confidence / 2, df)
+        return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+    lo, hi = 2, 2
+    while achieved(hi) < power:  # power rises with n: double, then bisect
+        if hi > max_seeds:
+            return max_seeds + 1
+        lo, hi = hi, hi * 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if achieved(mid) < power else (lo, mid)
+    return lo
+
+
+def power_table(effects: pd.DataFrame, paper_effects: Mapping[str, float] = PAPER_EFFECTS,
+                confidence: float = 0.95, power: float = 0.8) -> pd.DataFrame:
+    """What the seeds of each arm can tell: per arm and claim with a paper effect size, the per-seed s.d., the
+    interval's half-width, whether the paper's effect lies inside the interval, and the seeds a paired t test
+    needs to find the paper's effect (``seeds_for_power``) and to tell the observed one from 0.
+
+    Columns: ``arm, claim, seeds, estimate, ci_low, ci_high, sd_seeds, half_width, paper_effect,
+    paper_effect_in_ci, seeds_for_paper_effect, seeds_for_estimate``.
+    """
+    _require(effects, ["arm", "claim", "seeds", "estimate", "ci_low", "ci_high", "sd_seeds"], "effects table")
+    rows = []
+    for e in effects.itertuples():
+        if e.claim not in paper_effects:
+            continue
+        target = CLAIMS[e.claim]["paper_sign"] * abs(paper_effects[e.claim])
+        usable = np.isfinite(e.sd_seeds) and e.sd_seeds > 0
+        rows.append({"arm": e.arm, "claim": e.claim, "seeds": int(e.seeds), "estimate": e.estimate,
+                     "ci_low": e.ci_low, "ci_high": e.ci_high, "sd_seeds": e.sd_seeds,
+                     "half_width": (e.ci_high - e.ci_low) / 2, "paper_effect": target,
+                     "paper_effect_in_ci": bool(e.ci_low <= target <= e.ci_high) if np.isfinite(e.ci_low) else np.nan,
+                     "seeds_for_paper_effect": seeds_for_power(e.sd_seeds, target, confidence, power) if usable else np.nan,
+                     "seeds_for_estimate": (seeds_for_power(e.sd_seeds, e.estimate, confidence, power)
+                                            if usable and e.estimate != 0 else np.nan)})
+    return pd.DataFrame(rows, columns=["arm", "claim", "seeds", "estimate", "ci_low", "ci_high", "sd_seeds",
+                                       "half_width", "paper_effect", "paper_effect_in_ci", "seeds_for_paper_effect",
+                                       "seeds_for_estimate"])

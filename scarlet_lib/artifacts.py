@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = ["output_dir", "save_table", "versions", "record_run", "FIGURE_FORMATS", "markdown_table", "notebook_parameters",
-           "notebook_params", "NOTEBOOK_DIR"]
+           "notebook_params", "NOTEBOOK_DIR", "REPO_ROOT", "repo_path", "read_run"]
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
 FIGURE_FORMATS = ("png", "pdf")
 
@@ -137,3 +138,29 @@ def record_run(notebook: str, params: Mapping[str, Any], out_dir: str | os.PathL
     path = output_dir(out_dir) / f"{notebook}.run.json"
     path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def repo_path(path: str | os.PathLike) -> Path:
+    """``path`` as given when absolute, else relative to the repository root (not to the notebook's folder)."""
+    p = Path(path)
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def read_run(folder: str | os.PathLike, notebook: str, tables: tuple[str, ...]):
+    """An earlier run of ``notebook`` read back from ``folder``: ``(parameters, {table: DataFrame})``.
+
+    ``folder`` (absolute, or relative to the repository root) must hold ``<notebook>.run.json`` and
+    ``<table>.csv`` for every table; otherwise one error names what is missing and where.
+    """
+    import pandas as pd
+
+    root = repo_path(folder)
+    record = root / f"{notebook}.run.json"
+    missing = [str(p) for p in [record, *(root / f"{t}.csv" for t in tables)] if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder!s} is not a finished run of {notebook}: missing {', '.join(missing)}")
+    try:
+        params = json.loads(record.read_text())["parameters"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{record}: not a run record written by record_run ({e}); rerun the notebook") from None
+    return params, {t: pd.read_csv(root / f"{t}.csv") for t in tables}

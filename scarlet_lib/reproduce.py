@@ -38,8 +38,7 @@ __all__ = ["REPO_ROOT", "NOTEBOOK_DIR", "ParameterError", "PARAMETER_RULES", "Ru
            "parse_override", "check_values",
            "plan_run", "run_notebook", "run", "main"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+REPO_ROOT, NOTEBOOK_DIR = artifacts.REPO_ROOT, artifacts.NOTEBOOK_DIR
 DEVICES = ("cpu", "cuda")
 
 
@@ -146,6 +145,10 @@ PARAMETER_RULES = {
     "seeds": _seed_list(), "standalone_seeds": _seed_list(min_len=2),
     "subset_sizes": _seed_list(least=2),
     "dataset": ((lambda v: v in DATASETS), f"one of {', '.join(DATASETS)}"),
+    "pool_with": ((lambda v: isinstance(v, list) and all(isinstance(x, str) and artifacts.repo_path(x).is_dir()
+                                                          for x in v)),
+                  "a list of existing folders (absolute or relative to the repository root), each holding an "
+                  "earlier run's tables"),
 }
 
 

@@ -90,7 +90,8 @@ def test_oneshot_effects_are_paired_differences_in_points():
                        ignore_index=True)
     eff = oneshot_effects(scores, n_resamples=999)
     assert list(eff.columns) == ["arm", "claim", "effect", "estimate", "ci_low", "ci_high", "seeds", "epoch",
-                                 "confidence", "interval", "boot_low", "boot_high", "rerun_low", "rerun_high", "per_seed"]
+                                 "confidence", "interval", "boot_low", "boot_high", "rerun_low", "rerun_high", "sd_seeds",
+                                 "per_seed"]
     assert list(eff["arm"]) == ["paper"] * 3 + ["calibrated"] * 3 and list(eff["claim"]) == ["C1", "C2", "C3"] * 2
     assert set(eff["epoch"]) == {1}
     summ = oneshot_summary(scores).query("epoch == 1 and arm == 'paper'").pivot(index="seed", columns="identity_mode")
@@ -104,6 +105,7 @@ def test_oneshot_effects_are_paired_differences_in_points():
         half = stats.t.ppf(0.975, 3) * diffs.std(ddof=1) / 2
         assert (row["ci_low"], row["ci_high"]) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
         assert (row["boot_low"], row["boot_high"]) == pytest.approx((boot["low"], boot["high"]))
+        assert row["sd_seeds"] == pytest.approx(diffs.std(ddof=1))
     c1 = eff[(eff["arm"] == "paper") & (eff["claim"] == "C1")].iloc[0]
     assert 4 < c1["estimate"] < 6 and c1["ci_low"] > 0
     cal = eff[eff["arm"] == "calibrated"]
@@ -313,3 +315,73 @@ def test_a_rerun_of_fresh_seeds_lands_in_the_rerun_interval_95_percent_of_the_ti
     ci_inside = [paired_t_interval(a)["low"] <= b.mean() <= paired_t_interval(a)["high"] for a, b in zip(first, rerun)]
     assert 0.935 <= np.mean(inside) <= 0.965
     assert np.mean(ci_inside) < 0.88  # the confidence interval of the mean does not cover a rerun's mean
+
+
+@pytest.mark.parametrize("dz,seeds", [(0.5, 34), (0.8, 15), (1.0, 10)])
+def test_seeds_for_power_matches_the_published_paired_t_sample_sizes(dz, seeds):
+    # G*Power 3 (t test, matched pairs, two-tailed, alpha 0.05, power 0.80): total sizes 34, 15 and 10
+    assert analysis.seeds_for_power(sd=10.0, effect=10.0 * dz) == seeds
+    assert analysis.seeds_for_power(sd=10.0, effect=-10.0 * dz) == seeds  # the sign does not matter
+
+
+def test_seeds_for_power_rises_with_noise_and_with_the_power_asked():
+    assert analysis.seeds_for_power(5, 2) < analysis.seeds_for_power(10, 2)
+    assert analysis.seeds_for_power(10, 5, power=0.5) < analysis.seeds_for_power(10, 5, power=0.9)
+    assert analysis.seeds_for_power(1000, 1e-6, max_seeds=50) == 51
+    for bad in (dict(sd=0, effect=1), dict(sd=1, effect=0), dict(sd=float("nan"), effect=1),
+                dict(sd=1, effect=1, power=1.5)):
+        with pytest.raises(ValueError):
+            analysis.seeds_for_power(**bad)
+
+
+def test_a_5_seed_power_estimate_holds_in_simulation():
+    # the number seeds_for_power gives finds a true effect about 80% of the time with a t interval
+    rng = np.random.default_rng(3)
+    n = analysis.seeds_for_power(sd=17.6, effect=20.0)
+    found = [analysis.paired_t_interval(rng.normal(20.0, 17.6, n))["low"] > 0 for _ in range(4000)]
+    assert 0.77 < np.mean(found) < 0.86
+    found = [analysis.paired_t_interval(rng.normal(20.0, 17.6, n - 2))["low"] > 0 for _ in range(4000)]
+    assert np.mean(found) < 0.80
+
+
+def test_power_table_says_whether_the_papers_effect_is_inside_the_interval():
+    effects = pd.concat([_effects("a", (0.8, -21.3, 22.8), (1, 0, 2), (0, -1, 1), seeds=5),
+                         _effects("b", (-28.6, -49.0, -8.3), (1, 0, 2), (0, -1, 1), seeds=5)])
+    effects["sd_seeds"] = [17.6, 1.0, 1.0, 16.4, 1.0, 1.0]
+    t = analysis.power_table(effects).set_index("arm")
+    assert list(t["claim"]) == ["C1", "C1"]  # only claims with a paper effect size
+    assert t.loc["a", "paper_effect_in_ci"] and not t.loc["b", "paper_effect_in_ci"]
+    assert t.loc["a", "half_width"] == pytest.approx(22.05)
+    assert t.loc["a", "seeds_for_paper_effect"] == analysis.seeds_for_power(17.6, 20.0)
+    assert t.loc["a", "seeds_for_estimate"] > 1000  # +0.8 points against s.d. 17.6
+    v = claim_verdicts(effects, pd.concat([_gates("a", seeds=5), _gates("b", seeds=5)])).set_index(["arm", "claim"])
+    assert "The paper's +20 points lies inside the interval" in v.loc[("a", "C1"), "reason"]
+    assert "lies outside the interval" in v.loc[("b", "C1"), "reason"]
+
+
+def _run(rng, seeds, **params):
+    scores = pd.concat(_arm(rng, "calibrated", seeds, 0.03), ignore_index=True)
+    gates = analysis.oneshot_gates(scores, chance=0.1)
+    return scores, gates, {**{k: 1 for k in analysis.POOL_KEYS}, "seeds": list(seeds), **params}
+
+
+def test_pooled_runs_read_as_one_run_with_all_their_seeds():
+    rng = np.random.default_rng(4)
+    a, b = _run(rng, [0, 1, 2]), _run(rng, [3, 4], output_dir="elsewhere", threads=1)
+    scores, gates = analysis.pool_seed_runs([a, b])
+    pooled = analysis.oneshot_effects(scores).set_index("claim")
+    whole = analysis.oneshot_effects(pd.concat([a[0], b[0]], ignore_index=True)).set_index("claim")
+    assert (pooled["seeds"] == 5).all()
+    assert pooled["estimate"].to_dict() == pytest.approx(whole["estimate"].to_dict())
+    assert sorted(gates["seed"].unique()) == [0, 1, 2, 3, 4] and len(gates) == 10
+
+
+def test_pooling_refuses_other_recipes_and_repeated_seeds():
+    rng = np.random.default_rng(5)
+    a = _run(rng, [0, 1])
+    with pytest.raises(ValueError, match=r"differs from run 0 in lr \(1 vs 0.02\)"):
+        analysis.pool_seed_runs([a, _run(rng, [2], lr=0.02)])
+    with pytest.raises(ValueError, match="arm 'calibrated' seed 1 is in run 0 and run 1"):
+        analysis.pool_seed_runs([a, _run(rng, [1, 2])])
+    with pytest.raises(ValueError, match="at least two runs"):
+        analysis.pool_seed_runs([a])

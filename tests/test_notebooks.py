@@ -6,6 +6,7 @@ through the cache); the checks below read what that run left behind.
 import json
 
 import nbformat
+import pandas as pd
 import pytest
 
 from scarlet_lib import reproduce
@@ -17,7 +18,7 @@ ARTIFACTS = {
     "01_let_equivalence": (["01_let_errors"], ["01_lemma_checks", "01_fold_errors", "01_bias_border"]),
     "02_supernet_stability": (["02_figure1", "02_figure1_bottom", "02_effects", "02_strata"],
                               ["02_path_log", "02_oneshot_scores", "02_oneshot_summary", "02_gates", "02_effects",
-                               "02_verdicts", "02_strata"]),
+                               "02_verdicts", "02_strata", "02_power"]),
     "03_relu_vs_linear": (["03_figure3"], ["03_curves", "03_final", "03_gaps", "03_loss_gaps", "03_plateau"]),
     "04_feature_maps": (["04_figure5_layer1", "04_figure5_layer12", "04_figure5_similarity"],
                         ["04_choice_similarity", "04_choice_similarity_pairs"]),
@@ -95,3 +96,20 @@ def test_a_notebook_run_alone_trains_what_it_needs(tmp_path):
     keys = [json.loads(p.read_text())["params"] for p in (tmp_path / "cache" / "supernets").glob("*/cache.json")]
     assert sorted(k["identity_mode"] for k in keys) == ["identity", "let"]
     assert {k["let_init"] for k in keys} == {"he"} and {k["zero_init_residual"] for k in keys} == {True}  # calibrated
+
+
+def test_more_seeds_of_the_same_recipe_pool_with_an_earlier_run(smoke_run, tmp_path):
+    plan, _ = smoke_run
+    earlier = plan.parameters["02_supernet_stability"]
+    more = reproduce.plan_run("smoke", only=["2"], output=tmp_path / "run", cache=plan.cache,
+                              overrides=["seeds=[7]", "arms=['calibrated']", f"pool_with=['{plan.figures}']"])
+    summary = reproduce.run(more, log=lambda m: None)
+    assert summary["status"].tolist() == ["ok"], summary["error"].tolist()
+    effects = pd.read_csv(more.figures / "02_pooled_effects.csv")
+    seeds = effects.set_index("arm")["seeds"]
+    assert (seeds.loc["calibrated"] == len(earlier["seeds"]) + 1).all()  # the earlier run's seeds and seed 7
+    assert (seeds.drop("calibrated") == len(earlier["seeds"])).all()  # arms of the earlier run only
+    for name in ("02_pooled_gates", "02_pooled_verdicts", "02_pooled_power"):
+        assert (more.figures / f"{name}.csv").exists(), name
+    with pytest.raises(reproduce.ParameterError, match="pool_with"):
+        reproduce.plan_run("smoke", only=["2"], overrides=[f"pool_with=['{tmp_path / 'missing'}']"])

@@ -94,6 +94,7 @@ def test_wrong_type_is_refused_with_the_expected_type():
     ("dataset=nonsense", "one of gratings, cifar10"), ("seeds=[]", "at least 1 distinct"),
     ("seeds=[0, 0]", "distinct"), ("08:standalone_seeds=[0]", "at least 2 distinct"),
     ("08:min_reference_tau=2.0", r"\[-1, 1\]"), ("steps_per_epoch=-1", "an integer >= 0"),
+    ("02:pool_with=['no/such/folder']", "existing folders"),
 ])
 def test_out_of_range_values_are_refused_before_any_work_with_what_is_accepted(override, accepted):
     name = override.split(":")[-1].split("=")[0]
