@@ -329,6 +329,11 @@ VERDICTS = ("reproduced", "not reproduced", "uninformative at this scale")
 PAPER_EFFECTS = {"C1": 20.0}
 
 
+def _paper_effect(claim: str, paper_effects: Mapping[str, float] = PAPER_EFFECTS) -> float | None:
+    """The paper's effect for ``claim`` with the sign the paper reports (None where it gives no size)."""
+    return CLAIMS[claim]["paper_sign"] * abs(paper_effects[claim]) if claim in paper_effects else None
+
+
 def _check_scores(scores: pd.DataFrame, columns: Iterable[str]) -> None:
     _require(scores, columns, "scores table")
     if not len(scores):
@@ -406,7 +411,8 @@ def oneshot_effects(scores: pd.DataFrame, epoch: int | None = None, n_resamples:
     bootstrap beside it, ``rerun_low``/``rerun_high`` where a rerun on another machine falls
     (``paired_t_interval``), ``sd_seeds`` the standard deviation of the per-seed differences (what
     ``seeds_for_power`` reads). Columns: ``arm, claim, effect, estimate, ci_low, ci_high, seeds,
-    epoch, confidence, interval, boot_low, boot_high, rerun_low, rerun_high, sd_seeds, per_seed``. Raises if the two supernets of a seed were scored on different paths.
+    epoch, confidence, interval, boot_low, boot_high, rerun_low, rerun_high, sd_seeds, per_seed``. Raises if
+    the two supernets of a seed were scored on different paths.
     """
     _check_scores(scores, SCORE_COLUMNS)
     summary = oneshot_summary(scores, far_below_points)
@@ -606,8 +612,8 @@ def claim_verdicts(effects: pd.DataFrame, gates: pd.DataFrame, chance: float | N
                               "the paper's.")
                 else:
                     verdict, reason = VERDICTS[1], f"{shown}: the interval includes 0."
-                if verdict == VERDICTS[1] and e.claim in PAPER_EFFECTS:
-                    target = spec["paper_sign"] * abs(PAPER_EFFECTS[e.claim])
+                target = _paper_effect(e.claim)
+                if verdict == VERDICTS[1] and target is not None:
                     inside = e.ci_low <= target <= e.ci_high
                     reason += (f" The paper's {target:+.0f} {spec['unit']} lies "
                                f"{'inside' if inside else 'outside'} the interval.")
@@ -807,7 +813,7 @@ def pool_seed_runs(runs: Sequence[tuple[pd.DataFrame, pd.DataFrame, Mapping]]) -
     for i, (scores, gates, _) in enumerate(runs):
         _check_scores(scores, SCORE_COLUMNS)
         _require(gates, ["arm", "identity_mode", "seed", "mean_acc", "plateau_gain", "at_plateau"], "gates table")
-        for key in set(map(tuple, scores[["arm", "seed"]].drop_duplicates().to_numpy().tolist())):
+        for key in scores[["arm", "seed"]].drop_duplicates().itertuples(index=False, name=None):
             if key in seen:
                 raise ValueError(f"arm {key[0]!r} seed {key[1]} is in run {seen[key]} and run {i}; pooled runs "
                                  "need disjoint seeds (the same seed twice is a rerun, not a new draw)")
@@ -857,9 +863,9 @@ def power_table(effects: pd.DataFrame, paper_effects: Mapping[str, float] = PAPE
     _require(effects, ["arm", "claim", "seeds", "estimate", "ci_low", "ci_high", "sd_seeds"], "effects table")
     rows = []
     for e in effects.itertuples():
-        if e.claim not in paper_effects:
+        target = _paper_effect(e.claim, paper_effects)
+        if target is None:
             continue
-        target = CLAIMS[e.claim]["paper_sign"] * abs(paper_effects[e.claim])
         usable = np.isfinite(e.sd_seeds) and e.sd_seeds > 0
         rows.append({"arm": e.arm, "claim": e.claim, "seeds": int(e.seeds), "estimate": e.estimate,
                      "ci_low": e.ci_low, "ci_high": e.ci_high, "sd_seeds": e.sd_seeds,
