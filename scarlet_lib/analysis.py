@@ -877,3 +877,56 @@ def power_table(effects: pd.DataFrame, paper_effects: Mapping[str, float] = PAPE
     return pd.DataFrame(rows, columns=["arm", "claim", "seeds", "estimate", "ci_low", "ci_high", "sd_seeds",
                                        "half_width", "paper_effect", "paper_effect_in_ci", "seeds_for_paper_effect",
                                        "seeds_for_estimate"])
+
+
+__all__ += ["factor_effects"]
+
+
+def _factor_value(params: Mapping, key: str):
+    """A recipe parameter as the factor tables show it (``steps`` = epochs x steps per epoch)."""
+    if key == "steps":
+        return int(params["epochs"]) * int(params["steps_per_epoch"])
+    return params.get(key)
+
+
+def factor_effects(runs: Mapping[str, tuple[Mapping, pd.DataFrame, pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
+    """Figure 1's effects from several notebook-2 runs whose recipes differ, with what differs as named factors.
+
+    ``runs``: ``{label: (parameters, effects, verdicts, gates)}`` (tables as notebook 2 writes them,
+    ``parameters`` as its run record holds them). Every recipe parameter of ``POOL_KEYS`` whose value differs
+    between the runs becomes a column (``epochs`` and ``steps_per_epoch`` as one ``steps`` column), so a reader
+    sees which factor separates two rows; a run's effects stay as that run's notebook computed them. Per row
+    also the worst last-part gain and the lowest mean accuracy over the arm's supernets (the two gates).
+
+    Columns: ``run``, the differing factors, ``arm, claim, estimate, ci_low, ci_high, seeds, verdict,
+    paper_effect, paper_effect_in_ci, worst_plateau_gain, lowest_mean_acc``.
+    """
+    if not runs:
+        raise ValueError("factor_effects needs at least one run")
+    keys = [k for k in POOL_KEYS if k not in ("epochs", "steps_per_epoch")] + ["steps"]
+    for label, (params, effects, verdicts, gates) in runs.items():
+        missing = [k for k in POOL_KEYS if k not in params]
+        if missing:
+            raise ValueError(f"run {label!r}: its parameters lack {missing}; is it a run of notebook 2?")
+        _require(effects, ["arm", "claim", "estimate", "ci_low", "ci_high", "seeds"], f"run {label!r} effects table")
+        _require(verdicts, ["arm", "claim", "verdict"], f"run {label!r} verdicts table")
+        _require(gates, ["arm", "mean_acc", "plateau_gain"], f"run {label!r} gates table")
+    values = {label: {k: _factor_value(r[0], k) for k in keys} for label, r in runs.items()}
+    factors = [k for k in keys if len({repr(v[k]) for v in values.values()}) > 1]
+    rows = []
+    for label, (params, effects, verdicts, gates) in runs.items():
+        verdict_of = {(v.arm, v.claim): v.verdict for v in verdicts.itertuples()}
+        for e in effects.itertuples():
+            g = gates[gates["arm"] == e.arm]
+            target = _paper_effect(e.claim)
+            inside = (bool(e.ci_low <= target <= e.ci_high) if target is not None and np.isfinite(e.ci_low)
+                      and np.isfinite(e.ci_high) else np.nan)
+            rows.append({"run": label, **{k: values[label][k] for k in factors}, "arm": e.arm, "claim": e.claim,
+                         "estimate": e.estimate, "ci_low": e.ci_low, "ci_high": e.ci_high, "seeds": int(e.seeds),
+                         "verdict": verdict_of.get((e.arm, e.claim), ""),
+                         "paper_effect": np.nan if target is None else target, "paper_effect_in_ci": inside,
+                         "worst_plateau_gain": float(g["plateau_gain"].max()) if len(g) else np.nan,
+                         "lowest_mean_acc": float(g["mean_acc"].min()) if len(g) else np.nan})
+    return pd.DataFrame(rows, columns=["run", *factors, "arm", "claim", "estimate", "ci_low", "ci_high", "seeds",
+                                       "verdict", "paper_effect", "paper_effect_in_ci", "worst_plateau_gain",
+                                       "lowest_mean_acc"])

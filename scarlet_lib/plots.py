@@ -32,14 +32,15 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from .analysis import CLAIMS, _SUPERNET, _check_scores, _chosen_epochs, _require, oneshot_summary, stability_summary
+from .analysis import CLAIMS, PAPER_EFFECTS, _SUPERNET, _paper_effect, _check_scores, _chosen_epochs, _require, oneshot_summary, stability_summary
 from .artifacts import FIGURE_FORMATS, output_dir
 from .models import layer_shapes
 from .space import Architecture, CHOICES, LAYERS, NUM_LAYERS
 
 __all__ = [
     "save_figure", "KERNEL_COLOURS", "MODE_COLOURS", "layer_geometry", "draw_architecture", "figure4",
-    "not_a_finding_banner", "figure1", "figure1_histograms", "figure1_scores", "effects_figure", "VERDICT_COLOURS",
+    "not_a_finding_banner", "figure1", "figure1_histograms", "figure1_scores", "effects_figure", "factor_effects_figure",
+    "VERDICT_COLOURS",
     "figure1_running", "oneshot_strata", "ranking_scatter", "tau_by_size_figure", "standalone_curves",
     "figure3", "figure5", "figure5_pages", "figure5_similarity", "channel_pages", "pareto_fronts",
 ]
@@ -362,7 +363,8 @@ def effects_figure(effects: pd.DataFrame, verdicts: pd.DataFrame | None = None):
     """Forest plot per claim (C1-C3): LET - identity estimate and interval per arm, zero line, verdicts.
 
     ``effects`` from ``analysis.oneshot_effects``, ``verdicts`` from ``analysis.claim_verdicts`` (colour and
-    the verdict written over each estimate). The shaded side of zero is the paper's.
+    the verdict written over each estimate). The shaded side of zero is the paper's; a dashed line marks the
+    paper's effect size where it gives one (``analysis.PAPER_EFFECTS``).
     """
 
     claims = [c for c in CLAIMS if c in set(effects["claim"])]
@@ -393,9 +395,16 @@ def effects_figure(effects: pd.DataFrame, verdicts: pd.DataFrame | None = None):
                 note = f"{verdict} ({note})"
             ax.annotate(note, (r.estimate if np.isfinite(r.estimate) else 0.0, y), textcoords="offset points",
                         xytext=(0, 8), ha="center", fontsize=8, color=colour)
+        target = _paper_effect(claim)
+        if target is not None:
+            ends.append(target)
         half = 1.25 * max(abs(min(ends)), abs(max(ends)), 1.0)
         ax.set_xlim(-half, half)
         ax.axvline(0, color="0.3", lw=1)
+        if target is not None:
+            ax.axvline(target, color="0.3", lw=1, ls="--")
+            ax.text(target, 0.98, f"paper {target:+.0f} ", transform=ax.get_xaxis_transform(), rotation=90,
+                    ha="right", va="top", fontsize=8, color="0.35")
         if spec["paper_sign"] > 0:
             ax.axvspan(0, half, color=VERDICT_COLOURS["reproduced"], alpha=0.08, lw=0)
         else:
@@ -410,6 +419,22 @@ def effects_figure(effects: pd.DataFrame, verdicts: pd.DataFrame | None = None):
                title=spec["effect"].split(", LET")[0])
     fig.tight_layout()
     return fig
+
+
+def factor_effects_figure(table: pd.DataFrame):
+    """``effects_figure`` for ``analysis.factor_effects``: one row per run and arm, labelled with the run's factors."""
+    _require(table, ["run", "arm", "claim", "estimate", "ci_low", "ci_high", "seeds", "verdict"], "factor table")
+    meta = {"run", "arm", "claim", "estimate", "ci_low", "ci_high", "seeds", "verdict", "paper_effect",
+            "paper_effect_in_ci", "worst_plateau_gain", "lowest_mean_acc"}
+    factors = [c for c in table.columns if c not in meta]
+
+    def label(r) -> str:
+        named = ", ".join(f"{k} {r[k]:g}" if isinstance(r[k], (int, float)) and not isinstance(r[k], bool)
+                          else f"{k} {r[k]}" for k in factors)
+        return f"{r['arm']}\n{named}" if named else f"{r['arm']} ({r['run']})"
+
+    rows = table.assign(arm=table.apply(label, axis=1))
+    return effects_figure(rows, rows[["arm", "claim", "verdict"]])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -385,3 +385,40 @@ def test_pooling_refuses_other_recipes_and_repeated_seeds():
         analysis.pool_seed_runs([a, _run(rng, [1, 2])])
     with pytest.raises(ValueError, match="at least two runs"):
         analysis.pool_seed_runs([a])
+
+
+def _factor_run(lr, steps_per_epoch, arm="let-identity-init", c1=(1.7, -10.7, 14.2), gain=0.01):
+    params = {**{k: 1 for k in analysis.POOL_KEYS}, "epochs": 10, "steps_per_epoch": steps_per_epoch, "lr": lr,
+              "threads": 2}
+    effects = _effects(arm, c1, (1.6, -0.7, 4.0), (2.4, -3.1, 7.9), seeds=5)
+    gates = _gates(arm, acc=0.7, gain=gain, seeds=5)
+    gates.loc[gates.index[3], ["mean_acc", "plateau_gain"]] = [0.6, gain + 0.01]
+    return params, effects, claim_verdicts(effects, gates), gates
+
+
+def test_factor_table_names_exactly_the_recipe_parameters_that_differ():
+    runs = {"a": _factor_run(0.05, 150, c1=(0.8, -21.3, 22.8)), "b": _factor_run(0.02, 150),
+            "c": _factor_run(0.02, 200, gain=0.005)}
+    runs["a"][0]["threads"] = 1  # not a recipe parameter: never a factor
+    t = analysis.factor_effects(runs)
+    assert list(t.columns[:3]) == ["run", "lr", "steps"] and "threads" not in t.columns and "epochs" not in t.columns
+    c1 = t[t["claim"] == "C1"].set_index("run")
+    assert c1["steps"].to_dict() == {"a": 1500, "b": 1500, "c": 2000}
+    assert c1["lr"].to_dict() == {"a": 0.05, "b": 0.02, "c": 0.02}
+    assert c1["paper_effect_in_ci"].to_dict() == {"a": True, "b": False, "c": False}  # +20 vs each interval
+    assert c1.loc["c", "worst_plateau_gain"] == pytest.approx(0.015)
+    assert c1.loc["b", "lowest_mean_acc"] == pytest.approx(0.6)
+    assert (c1["verdict"] == "not reproduced").all()  # gates pass, every interval includes 0
+    assert t[t["claim"] == "C2"]["paper_effect_in_ci"].isna().all()  # the paper gives no size for C2
+    one = analysis.factor_effects({"a": runs["a"]})  # a single run has no factors
+    assert list(one.columns[:2]) == ["run", "arm"]
+
+
+def test_factor_table_refuses_runs_that_are_not_notebook_2():
+    params, effects, verdicts, gates = _factor_run(0.02, 150)
+    with pytest.raises(ValueError, match=r"run 'x': its parameters lack \['lr'\]"):
+        analysis.factor_effects({"x": ({k: v for k, v in params.items() if k != "lr"}, effects, verdicts, gates)})
+    with pytest.raises(ValueError, match="run 'x' gates table lacks columns"):
+        analysis.factor_effects({"x": (params, effects, verdicts, gates.drop(columns="plateau_gain"))})
+    with pytest.raises(ValueError, match="at least one run"):
+        analysis.factor_effects({})

@@ -73,6 +73,25 @@ def test_effects_figure_one_forest_per_claim_with_verdicts(tmp_path):
     assert plots.save_figure(fig, "effects", tmp_path, formats=("png",))[0].exists()
     plain = plots.effects_figure(eff[eff["claim"] != "C3"])  # no verdicts, two claims
     assert len(plain.axes) == 2
+    c1 = fig.axes[0]  # the paper's +20 points is drawn and in view; C2 and C3 have no paper size
+    assert _lines_at(c1, [20, 20]) and c1.get_xlim()[1] >= 20 and any("paper +20" in t.get_text() for t in c1.texts)
+    assert not any("paper +" in t.get_text() for ax in fig.axes[1:] for t in ax.texts)
+
+
+def test_factor_figure_labels_each_row_with_its_run_factors():
+    rows = []
+    for run, lr, steps in (("figures", 0.05, 1500), ("figures/lr0.02", 0.02, 1500), ("long", 0.02, 2000)):
+        for claim, est in (("C1", 1.0), ("C2", 0.5), ("C3", 2.0)):
+            rows.append({"run": run, "lr": lr, "steps": steps, "arm": "let-identity-init", "claim": claim,
+                         "estimate": est, "ci_low": est - 3, "ci_high": est + 3, "seeds": 5,
+                         "verdict": "not reproduced", "paper_effect": 20.0 if claim == "C1" else np.nan,
+                         "paper_effect_in_ci": False, "worst_plateau_gain": 0.01, "lowest_mean_acc": 0.7})
+    fig = plots.factor_effects_figure(pd.DataFrame(rows))
+    fig.canvas.draw()
+    y = {t.get_text(): pos for t, pos in zip(fig.axes[0].get_yticklabels(), fig.axes[0].get_yticks())}
+    order = sorted(y, key=y.get, reverse=True)  # top to bottom: the runs in the order given
+    assert order == ["let-identity-init\nlr 0.05, steps 1500", "let-identity-init\nlr 0.02, steps 1500",
+                     "let-identity-init\nlr 0.02, steps 2000"]
 
 
 def test_figure1_scores_rejects_a_table_without_scores():

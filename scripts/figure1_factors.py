@@ -1,0 +1,67 @@
+"""Figure 1's effects from several notebook-2 runs side by side, with the recipe differences as named factors.
+
+    .venv/bin/python scripts/figure1_factors.py figures figures/lr0.02 ... [--out figures/02_factors]
+
+Each FOLDER is a finished run of notebook 2 (its run record and ``02_effects``, ``02_verdicts``, ``02_gates``
+tables). ``analysis.factor_effects`` puts every arm and claim of every run in one table, with a column for
+each recipe parameter whose value differs between the runs (learning rate, steps, ...). Writes ``<out>.csv``,
+``<out>.md`` (the table plus each run's commit, CPU, instruction set and thread count) and ``<out>.png|pdf``
+(one forest per claim, one row per run and arm, the paper's effect dashed), and prints the markdown.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from scarlet_lib import analysis, plots
+from scarlet_lib.artifacts import markdown_table, read_run, repo_path
+
+NOTEBOOK = "02_supernet_stability"
+TABLES = ("02_effects", "02_verdicts", "02_gates")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folders", nargs="+", help="folders of finished notebook-2 runs (relative to the repository)")
+    ap.add_argument("--out", default="figures/02_factors", help="output stem (default figures/02_factors)")
+    args = ap.parse_args(argv)
+    if len(set(args.folders)) != len(args.folders):
+        ap.error(f"a folder is named twice: {args.folders}")
+    runs, records = {}, {}
+    for folder in args.folders:
+        try:
+            params, tables = read_run(folder, NOTEBOOK, TABLES)
+        except (FileNotFoundError, ValueError) as e:
+            ap.error(str(e))
+        runs[folder] = (params, tables["02_effects"], tables["02_verdicts"], tables["02_gates"])
+        records[folder] = json.loads((repo_path(folder) / f"{NOTEBOOK}.run.json").read_text()).get("versions", {})
+    table = analysis.factor_effects(runs)
+    out = repo_path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out.with_suffix(".csv"), index=False)
+    plots.save_figure(plots.factor_effects_figure(table), out.name, out.parent)
+    shown = table.drop(columns=["paper_effect"]).copy()
+    for c in ("estimate", "ci_low", "ci_high"):
+        shown[c] = shown[c].map("{:+.1f}".format)
+    shown["worst_plateau_gain"] = (100 * shown["worst_plateau_gain"]).map("{:+.1f}".format)
+    shown["lowest_mean_acc"] = (100 * shown["lowest_mean_acc"]).map("{:.1f}".format)
+    shown["paper_effect_in_ci"] = shown["paper_effect_in_ci"].map({True: "yes", False: "no"}).fillna("")
+    lines = [f"`python scripts/figure1_factors.py {' '.join(args.folders)} --out {args.out}`", "",
+             "Figure 1's effects (LET - identity; C1 in points of mean one-shot accuracy, C2 in points of excess s.d., "
+             "C3 in points of share far below) from several notebook-2 runs; the columns between `run` and `arm` are "
+             "the recipe parameters that differ between the runs. `worst_plateau_gain`: the largest last-part gain "
+             "of the arm's supernets (points; the gate is < 2); `lowest_mean_acc`: the arm's lowest mean one-shot "
+             "accuracy (%). Each row's verdict is its own run's.", "", markdown_table(shown), "", "Runs:", ""]
+    for folder, v in records.items():
+        lines.append(f"- `{folder}`: commit {v.get('git_commit')}, {v.get('cpu')} ({v.get('cpu_capability')}), "
+                     f"{v.get('torch_threads')} threads, torch {v.get('torch')}")
+    text = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""scripts/figure1_factors.py: several notebook-2 runs in one effects table, the differing recipe as factors."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from scarlet_lib import analysis
+
+_spec = importlib.util.spec_from_file_location("figure1_factors",
+                                               Path(__file__).parents[1] / "scripts" / "figure1_factors.py")
+figure1_factors = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(figure1_factors)
+
+
+def _write_run(folder: Path, lr: float, c1: tuple[float, float, float]) -> None:
+    folder.mkdir()
+    params = {**{k: 1 for k in analysis.POOL_KEYS}, "epochs": 10, "steps_per_epoch": 150, "lr": lr}
+    versions = {"git_commit": "abc1234", "cpu": "Test CPU", "cpu_capability": "AVX2", "torch_threads": "2",
+                "torch": "2.13.0"}
+    (folder / "02_supernet_stability.run.json").write_text(json.dumps({"parameters": params, "versions": versions}))
+    effects = pd.DataFrame([{"arm": "let-identity-init", "claim": "C1", "estimate": c1[0], "ci_low": c1[1],
+                             "ci_high": c1[2], "seeds": 5}])
+    gates = pd.DataFrame([{"arm": "let-identity-init", "identity_mode": m, "seed": 0, "chance": 0.1, "mean_acc": 0.7,
+                           "plateau_gain": 0.01, "at_plateau": True} for m in ("identity", "let")])
+    effects.to_csv(folder / "02_effects.csv", index=False)
+    gates.to_csv(folder / "02_gates.csv", index=False)
+    analysis.claim_verdicts(effects, gates).to_csv(folder / "02_verdicts.csv", index=False)
+
+
+def test_command_writes_the_factor_table_figure_and_run_records(tmp_path, capsys):
+    _write_run(tmp_path / "a", 0.05, (0.8, -21.3, 22.8))
+    _write_run(tmp_path / "b", 0.02, (1.7, -10.7, 14.2))
+    out = tmp_path / "f" / "factors"
+    assert figure1_factors.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    t = pd.read_csv(out.with_suffix(".csv"))
+    assert list(t["lr"]) == [0.05, 0.02] and list(t["paper_effect_in_ci"]) == [True, False]
+    assert out.with_suffix(".png").exists() and out.with_suffix(".pdf").exists()
+    md = out.with_suffix(".md").read_text()
+    assert md.strip() in capsys.readouterr().out
+    assert "commit abc1234, Test CPU (AVX2), 2 threads" in md and "| +1.7 | -10.7 | +14.2 |" in md
+
+
+def test_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    _write_run(tmp_path / "a", 0.05, (0.8, -21.3, 22.8))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        figure1_factors.main([str(tmp_path / "a"), str(tmp_path / "empty"), "--out", str(tmp_path / "x")])
+    assert "is not a finished run of 02_supernet_stability" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
