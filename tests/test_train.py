@@ -147,6 +147,22 @@ def test_paper_recipe_decays_by_097_every_24_epochs(data):
     assert isinstance(res.model.dropout, torch.nn.Dropout) and res.params["weight_decay"] == 1e-5
 
 
+def test_same_seed_machine_and_thread_count_give_identical_tables_in_fresh_processes(tmp_path):
+    """Two cold runs of the command line, one thread each: every table byte for byte the same (issue 11)."""
+    root = tmp_path / "data"
+    tables = {}
+    for run in ("a", "b"):
+        cmd = [sys.executable, "-m", "scarlet_lib.train", "supernet", "--root", str(root), "--num-train", "16",
+               "--batch-size", "8", "--width", "0.25", "--epochs", "2", "--eval-paths", "3", "--eval-images", "16",
+               "--eval-every", "1", "--seed", "5", "--threads", "1", "--no-progress", "--out", str(tmp_path / run)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        tables[run] = {name: (tmp_path / run / name).read_bytes() for name in ("steps.csv", "evals.csv", "summary.csv")}
+    assert tables["a"] == tables["b"]
+    steps = pd.read_csv(tmp_path / "a" / "steps.csv")
+    assert len(steps) == 2 * 2 * SPACE_NO_SE.num_choices and steps["loss"].nunique() > 1  # it trained, 2 x 2 steps
+
+
 def test_bad_settings_get_clear_errors(data, tmp_path):
     net = tiny_supernet()
     with pytest.raises(ValueError, match="sampler must be one of"):
