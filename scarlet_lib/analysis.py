@@ -879,7 +879,7 @@ def power_table(effects: pd.DataFrame, paper_effects: Mapping[str, float] = PAPE
                                        "seeds_for_estimate"])
 
 
-__all__ += ["factor_effects"]
+__all__ += ["factor_effects", "factor_supernets"]
 
 
 def _factor_value(params: Mapping, key: str):
@@ -887,6 +887,41 @@ def _factor_value(params: Mapping, key: str):
     if key == "steps":
         return int(params["epochs"]) * int(params["steps_per_epoch"])
     return params.get(key)
+
+
+def _run_factors(runs: Mapping[str, tuple]) -> tuple[dict, list[str]]:
+    """Each run's recipe values and the recipe parameters that differ between the runs (checked inputs)."""
+    if not runs:
+        raise ValueError("a factor table needs at least one run")
+    keys = [k for k in POOL_KEYS if k not in ("epochs", "steps_per_epoch")] + ["steps"]
+    for label, (params, effects, verdicts, gates) in runs.items():
+        missing = [k for k in POOL_KEYS if k not in params]
+        if missing:
+            raise ValueError(f"run {label!r}: its parameters lack {missing}; is it a run of notebook 2?")
+        _require(effects, ["arm", "claim", "estimate", "ci_low", "ci_high", "seeds"], f"run {label!r} effects table")
+        _require(verdicts, ["arm", "claim", "verdict"], f"run {label!r} verdicts table")
+        _require(gates, ["arm", "identity_mode", "seed", "mean_acc", "plateau_gain"], f"run {label!r} gates table")
+    values = {label: {k: _factor_value(r[0], k) for k in keys} for label, r in runs.items()}
+    return values, [k for k in keys if len({repr(v[k]) for v in values.values()}) > 1]
+
+
+def factor_supernets(runs: Mapping[str, tuple[Mapping, pd.DataFrame, pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
+    """Every supernet of several notebook-2 runs in one table, with the recipe parameters that differ as columns.
+
+    Same ``runs`` as ``factor_effects``. Where two runs differ only in length, a supernet (arm, identity mode,
+    seed) that ends higher in the longer run was not at its plateau in the shorter one, whatever its last-part
+    gain said: under a schedule that decays to 0 the last part moves little by construction.
+    Columns: ``run``, the differing factors, ``arm, identity_mode, seed, mean_acc, plateau_gain``.
+    """
+    values, factors = _run_factors(runs)
+    parts = []
+    for label, (_, _, _, gates) in runs.items():
+        g = gates[["arm", "identity_mode", "seed", "mean_acc", "plateau_gain"]].copy()
+        for k in reversed(factors):
+            g.insert(0, k, [values[label][k]] * len(g))
+        g.insert(0, "run", label)
+        parts.append(g)
+    return pd.concat(parts, ignore_index=True)
 
 
 def factor_effects(runs: Mapping[str, tuple[Mapping, pd.DataFrame, pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
@@ -901,18 +936,7 @@ def factor_effects(runs: Mapping[str, tuple[Mapping, pd.DataFrame, pd.DataFrame,
     Columns: ``run``, the differing factors, ``arm, claim, estimate, ci_low, ci_high, seeds, verdict,
     paper_effect, paper_effect_in_ci, worst_plateau_gain, lowest_mean_acc``.
     """
-    if not runs:
-        raise ValueError("factor_effects needs at least one run")
-    keys = [k for k in POOL_KEYS if k not in ("epochs", "steps_per_epoch")] + ["steps"]
-    for label, (params, effects, verdicts, gates) in runs.items():
-        missing = [k for k in POOL_KEYS if k not in params]
-        if missing:
-            raise ValueError(f"run {label!r}: its parameters lack {missing}; is it a run of notebook 2?")
-        _require(effects, ["arm", "claim", "estimate", "ci_low", "ci_high", "seeds"], f"run {label!r} effects table")
-        _require(verdicts, ["arm", "claim", "verdict"], f"run {label!r} verdicts table")
-        _require(gates, ["arm", "mean_acc", "plateau_gain"], f"run {label!r} gates table")
-    values = {label: {k: _factor_value(r[0], k) for k in keys} for label, r in runs.items()}
-    factors = [k for k in keys if len({repr(v[k]) for v in values.values()}) > 1]
+    values, factors = _run_factors(runs)
     rows = []
     for label, (params, effects, verdicts, gates) in runs.items():
         verdict_of = {(v.arm, v.claim): v.verdict for v in verdicts.itertuples()}

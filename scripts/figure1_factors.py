@@ -5,7 +5,7 @@
 Each FOLDER is a finished run of notebook 2 (its run record and ``02_effects``, ``02_verdicts``, ``02_gates``
 tables). ``analysis.factor_effects`` puts every arm and claim of every run in one table, with a column for
 each recipe parameter whose value differs between the runs (learning rate, steps, ...). Writes ``<out>.csv``,
-``<out>.md`` (the table plus each run's commit, CPU, instruction set and thread count) and ``<out>.png|pdf``
+``<out>_supernets.csv`` (every supernet's accuracy and last-part gain per run), ``<out>.md`` (both tables plus each run's commit, CPU, instruction set and thread count) and ``<out>.png|pdf``
 (one forest per claim, one row per run and arm, the paper's effect dashed), and prints the markdown.
 """
 from __future__ import annotations
@@ -20,6 +20,15 @@ from scarlet_lib.artifacts import markdown_table, read_run, repo_path
 
 NOTEBOOK = "02_supernet_stability"
 TABLES = ("02_effects", "02_verdicts", "02_gates")
+
+
+def _supernet_columns(supernets):
+    """One row per (arm, identity mode, seed), one column per run: "accuracy % (gain)"."""
+    cell = supernets.assign(cell=[f"{100 * a:.1f} ({100 * g:+.1f})"
+                                  for a, g in zip(supernets["mean_acc"], supernets["plateau_gain"])])
+    wide = cell.pivot_table(index=["arm", "identity_mode", "seed"], columns="run", values="cell", aggfunc="first",
+                            sort=False)
+    return wide[list(dict.fromkeys(supernets["run"]))].fillna("").reset_index()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         runs[folder] = (params, tables["02_effects"], tables["02_verdicts"], tables["02_gates"])
         records[folder] = json.loads((repo_path(folder) / f"{NOTEBOOK}.run.json").read_text()).get("versions", {})
     table = analysis.factor_effects(runs)
+    supernets = analysis.factor_supernets(runs)
     out = repo_path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False)
+    supernets.to_csv(out.with_name(out.name + "_supernets.csv"), index=False)
     plots.save_figure(plots.factor_effects_figure(table), out.name, out.parent)
     shown = table.drop(columns=["paper_effect"]).copy()
     for c in ("estimate", "ci_low", "ci_high"):
@@ -53,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
              "C3 in points of share far below) from several notebook-2 runs; the columns between `run` and `arm` are "
              "the recipe parameters that differ between the runs. `worst_plateau_gain`: the largest last-part gain "
              "of the arm's supernets (points; the gate is < 2); `lowest_mean_acc`: the arm's lowest mean one-shot "
-             "accuracy (%). Each row's verdict is its own run's.", "", markdown_table(shown), "", "Runs:", ""]
+             "accuracy (%). Each row's verdict is its own run's.", "", markdown_table(shown), "",
+             "Every supernet's mean one-shot accuracy at the end of its run (%), and in brackets its last-part gain "
+             "(points), one column per run (`<out>_supernets.csv`). Where runs differ only in length, a supernet "
+             "that ends higher in the longer run was not at its plateau in the shorter one, whatever its last-part "
+             "gain said.", "", markdown_table(_supernet_columns(supernets)), "", "Runs:", ""]
     for folder, v in records.items():
         lines.append(f"- `{folder}`: commit {v.get('git_commit')}, {v.get('cpu')} ({v.get('cpu_capability')}), "
                      f"{v.get('torch_threads')} threads, torch {v.get('torch')}")

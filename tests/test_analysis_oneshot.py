@@ -422,3 +422,13 @@ def test_factor_table_refuses_runs_that_are_not_notebook_2():
         analysis.factor_effects({"x": (params, effects, verdicts, gates.drop(columns="plateau_gain"))})
     with pytest.raises(ValueError, match="at least one run"):
         analysis.factor_effects({})
+
+
+def test_factor_supernets_lists_every_supernet_of_every_run_with_its_factors():
+    runs = {"short": _factor_run(0.02, 150), "long": _factor_run(0.02, 200)}
+    t = analysis.factor_supernets(runs)
+    assert list(t.columns) == ["run", "steps", "arm", "identity_mode", "seed", "mean_acc", "plateau_gain"]
+    assert len(t) == 2 * 10 and t.groupby("run")["steps"].first().to_dict() == {"short": 1500, "long": 2000}
+    short = t[t["run"] == "short"].reset_index(drop=True)
+    gates = runs["short"][3].reset_index(drop=True)
+    assert short["mean_acc"].tolist() == gates["mean_acc"].tolist()  # each run's own gate values, unchanged

@@ -37,9 +37,12 @@ def test_command_writes_the_factor_table_figure_and_run_records(tmp_path, capsys
     t = pd.read_csv(out.with_suffix(".csv"))
     assert list(t["lr"]) == [0.05, 0.02] and list(t["paper_effect_in_ci"]) == [True, False]
     assert out.with_suffix(".png").exists() and out.with_suffix(".pdf").exists()
+    supernets = pd.read_csv(out.with_name("factors_supernets.csv"))
+    assert len(supernets) == 4 and set(supernets["lr"]) == {0.05, 0.02}
     md = out.with_suffix(".md").read_text()
     assert md.strip() in capsys.readouterr().out
     assert "commit abc1234, Test CPU (AVX2), 2 threads" in md and "| +1.7 | -10.7 | +14.2 |" in md
+    assert "| let-identity-init | let | 0 | 70.0 (+1.0) | 70.0 (+1.0) |" in md  # one column per run
 
 
 def test_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
