@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     csv = os.path.join(OUT, "calibration_supernets.csv")
     if a.render:
-        write_markdown(pd.read_csv(csv))
+        write_markdown(pd.read_csv(csv, float_precision="round_trip"))
         return 0
     if not a.run:
         p.error("give at least one --run (or --render)")
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         note=a.note, cpu=v.get("cpu"), cpu_capability=v.get("cpu_capability"), threads=1,
         concurrent_runs=min(a.processes, len(runs)), torch=v.get("torch"),
         recorded=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    table = pd.concat([pd.read_csv(csv), new], ignore_index=True) if os.path.exists(csv) else new
+    table = pd.concat([pd.read_csv(csv, float_precision="round_trip"), new], ignore_index=True) if os.path.exists(csv) else new
     table.to_csv(csv, index=False)
     write_markdown(table)
     print(new[[c for c in SHOW if c in new.columns]].to_string(index=False))
