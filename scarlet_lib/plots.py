@@ -32,7 +32,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from .analysis import CLAIMS, PAPER_EFFECTS, _SUPERNET, _paper_effect, _check_scores, _chosen_epochs, _require, oneshot_summary, stability_summary
+from .analysis import (CLAIMS, _SUPERNET, _check_scores, _chosen_epochs, _paper_effect, _require, oneshot_summary,
+                       stability_summary)
 from .artifacts import FIGURE_FORMATS, output_dir
 from .models import layer_shapes
 from .space import Architecture, CHOICES, LAYERS, NUM_LAYERS
@@ -398,13 +399,12 @@ def effects_figure(effects: pd.DataFrame, verdicts: pd.DataFrame | None = None):
         target = _paper_effect(claim)
         if target is not None:
             ends.append(target)
-        half = 1.25 * max(abs(min(ends)), abs(max(ends)), 1.0)
-        ax.set_xlim(-half, half)
-        ax.axvline(0, color="0.3", lw=1)
-        if target is not None:
             ax.axvline(target, color="0.3", lw=1, ls="--")
             ax.text(target, 0.98, f"paper {target:+.0f} ", transform=ax.get_xaxis_transform(), rotation=90,
                     ha="right", va="top", fontsize=8, color="0.35")
+        half = 1.25 * max(abs(min(ends)), abs(max(ends)), 1.0)
+        ax.set_xlim(-half, half)
+        ax.axvline(0, color="0.3", lw=1)
         if spec["paper_sign"] > 0:
             ax.axvspan(0, half, color=VERDICT_COLOURS["reproduced"], alpha=0.08, lw=0)
         else:
@@ -424,9 +424,7 @@ def effects_figure(effects: pd.DataFrame, verdicts: pd.DataFrame | None = None):
 def factor_effects_figure(table: pd.DataFrame):
     """``effects_figure`` for ``analysis.factor_effects``: one row per run and arm, labelled with the run's factors."""
     _require(table, ["run", "arm", "claim", "estimate", "ci_low", "ci_high", "seeds", "verdict"], "factor table")
-    meta = {"run", "arm", "claim", "estimate", "ci_low", "ci_high", "seeds", "verdict", "paper_effect",
-            "paper_effect_in_ci", "worst_plateau_gain", "lowest_mean_acc"}
-    factors = [c for c in table.columns if c not in meta]
+    factors = list(table.columns[1:table.columns.get_loc("arm")])  # factor_effects puts them between run and arm
 
     def label(r) -> str:
         named = ", ".join(f"{k} {r[k]:g}" if isinstance(r[k], (int, float)) and not isinstance(r[k], bool)
