@@ -889,8 +889,11 @@ def _factor_value(params: Mapping, key: str):
     return params.get(key)
 
 
-def _run_factors(runs: Mapping[str, tuple]) -> tuple[dict, list[str]]:
-    """Each run's recipe values and the recipe parameters that differ between the runs (checked inputs)."""
+def _run_factors(runs: Mapping[str, tuple], check_tables: bool = True) -> tuple[dict, list[str]]:
+    """Each run's recipe values and the recipe parameters that differ between the runs (checked inputs).
+
+    ``runs``: ``{label: (parameters, effects, verdicts, gates)}``; ``check_tables=False`` checks the parameters only.
+    """
     if not runs:
         raise ValueError("a factor table needs at least one run")
     keys = [k for k in POOL_KEYS if k not in ("epochs", "steps_per_epoch")] + ["steps"]
@@ -898,6 +901,8 @@ def _run_factors(runs: Mapping[str, tuple]) -> tuple[dict, list[str]]:
         missing = [k for k in POOL_KEYS if k not in params]
         if missing:
             raise ValueError(f"run {label!r}: its parameters lack {missing}; is it a run of notebook 2?")
+        if not check_tables:
+            continue
         _require(effects, ["arm", "claim", "estimate", "ci_low", "ci_high", "seeds"], f"run {label!r} effects table")
         _require(verdicts, ["arm", "claim", "verdict"], f"run {label!r} verdicts table")
         _require(gates, ["arm", "identity_mode", "seed", "mean_acc", "plateau_gain"], f"run {label!r} gates table")
@@ -954,3 +959,124 @@ def factor_effects(runs: Mapping[str, tuple[Mapping, pd.DataFrame, pd.DataFrame,
     return pd.DataFrame(rows, columns=["run", *factors, "arm", "claim", "estimate", "ci_low", "ci_high", "seeds",
                                        "verdict", "paper_effect", "paper_effect_in_ci", "worst_plateau_gain",
                                        "lowest_mean_acc"])
+
+
+__all__ += ["LENGTH_TOLERANCE", "length_changes"]
+
+# How far an effect may still move with a longer schedule for the shorter schedule's reading to stand: half the
+# paper's effect size, in the claim's units (only claims with a paper effect size get a stability call).
+LENGTH_TOLERANCE = {claim: effect / 2 for claim, effect in PAPER_EFFECTS.items()}
+
+
+def _seed_values(summary: pd.DataFrame, arm: str) -> dict:
+    """Per claim and identity mode: seed -> value (points) at the arm's last scored epoch, from ``oneshot_summary``."""
+    s = summary[summary["arm"] == arm]
+    s = s[s["epoch"] == s["epoch"].max()]
+    out = {}
+    for claim, spec in CLAIMS.items():
+        wide = 100 * s.pivot(index="seed", columns="identity_mode", values=spec["column"])
+        if {"identity", "let"} <= set(wide.columns):
+            out[claim] = (wide["let"] - wide["identity"]).dropna()
+        for mode in ("identity", "let"):
+            if claim == "C1" and mode in wide.columns:
+                out[f"{mode} level"] = wide[mode].dropna()
+    return out
+
+
+def length_changes(runs: Mapping[str, tuple[Mapping, pd.DataFrame]],
+                   tolerance: Mapping[str, float] = LENGTH_TOLERANCE, confidence: float = 0.95) -> pd.DataFrame:
+    """How Figure 1's effects and the supernets' levels move when only the schedule is made longer.
+
+    ``runs``: ``{label: (parameters, summary)}``, ``summary`` as ``oneshot_summary`` writes it
+    (``02_oneshot_summary.csv``). Runs whose recipes agree on every ``POOL_KEYS`` parameter except the length
+    (epochs x steps per epoch) are ordered by length; for each consecutive pair, each arm both ran and each
+    quantity (claims C1-C3 as LET - identity, and the mean one-shot accuracy of the identity and LET
+    supernets), the per-seed change longer - shorter is paired over the seeds both ran, with
+    ``paired_t_interval``. Under a schedule that decays to 0 the last part of a run moves little by
+    construction, so this change, not the last-part gain, says whether more training would move a reading.
+    ``stable`` (claims with an entry in ``tolerance`` only): the interval lies within +-tolerance, i.e. the
+    longer schedule could not have moved the effect by that much; NaN otherwise.
+
+    Columns: ``short_run, long_run, short_steps, long_steps``, the other differing factors, ``arm, quantity,
+    short_estimate, long_estimate, change, ci_low, ci_high, seeds, stable, per_seed``.
+    """
+    values, factors = _run_factors({k: (p, None, None, None) for k, (p, _) in runs.items()}, check_tables=False)
+    others = [f for f in factors if f != "steps"]
+    for label, (_, summary) in runs.items():
+        _require(summary, ["arm", "identity_mode", "seed", "epoch", "mean_acc", "excess_sd", "far_below_share"],
+                 f"run {label!r} one-shot summary")
+    groups: dict = {}
+    for label in runs:
+        groups.setdefault(tuple(repr(values[label][f]) for f in others), []).append(label)
+    rows = []
+    for labels in groups.values():
+        labels = sorted(labels, key=lambda r: values[r]["steps"])
+        for short, long in zip(labels, labels[1:]):
+            if values[short]["steps"] == values[long]["steps"]:
+                raise ValueError(f"runs {short!r} and {long!r} have the same recipe and length; a length "
+                                 "comparison needs runs that differ in length")
+            arms = [a for a in dict.fromkeys(runs[long][1]["arm"]) if a in set(runs[short][1]["arm"])]
+            for arm in arms:
+                before, after = _seed_values(runs[short][1], arm), _seed_values(runs[long][1], arm)
+                for quantity in [q for q in after if q in before]:
+                    b, a = before[quantity], after[quantity]
+                    change = (a - b).dropna()
+                    t = paired_t_interval(change.to_numpy(), confidence=confidence)
+                    low, high = (t["low"], t["high"]) if t["n"] >= 3 else (np.nan, np.nan)
+                    tol = tolerance.get(quantity)
+                    stable = (bool(-tol <= low and high <= tol) if tol is not None and np.isfinite(low)
+                              else np.nan)
+                    rows.append({"short_run": short, "long_run": long, "short_steps": values[short]["steps"],
+                                 "long_steps": values[long]["steps"], **{f: values[long][f] for f in others},
+                                 "arm": arm, "quantity": quantity, "short_estimate": float(b[change.index].mean()),
+                                 "long_estimate": float(a[change.index].mean()), "change": t["mean"],
+                                 "ci_low": low, "ci_high": high, "seeds": t["n"], "stable": stable,
+                                 "per_seed": ", ".join(f"{k}: {v:+.2f}" for k, v in change.items())})
+    return pd.DataFrame(rows, columns=["short_run", "long_run", "short_steps", "long_steps", *others, "arm",
+                                       "quantity", "short_estimate", "long_estimate", "change", "ci_low", "ci_high",
+                                       "seeds", "stable", "per_seed"])
+
+
+__all__ += ["length_checked"]
+
+
+def length_checked(table: pd.DataFrame, lengths: pd.DataFrame) -> pd.DataFrame:
+    """``factor_effects``'s table with each verdict checked against a longer schedule (``length_changes``).
+
+    The notebook's gate (last part of training adds < 2 points) is necessary but not sufficient under a
+    decaying schedule, so a verdict other than "uninformative at this scale" stands only where a shorter run of
+    the same recipe exists and the effect did not move between the two: the change's interval within
+    +-``LENGTH_TOLERANCE`` for claims with a paper effect size, the interval including 0 for the others.
+    Adds ``length_change, length_ci_low, length_ci_high, length_from_steps, checked_verdict, length_reason``.
+    """
+    _require(table, ["run", "arm", "claim", "verdict"], "factor table")
+    _require(lengths, ["short_run", "long_run", "short_steps", "long_steps", "arm", "quantity", "change", "ci_low",
+                       "ci_high", "stable"], "length table")
+    by = {(r.long_run, r.arm, r.quantity): r for r in lengths.itertuples()}
+    added = []
+    for e in table.itertuples():
+        c = by.get((e.run, e.arm, e.claim))
+        row = {"length_change": np.nan, "length_ci_low": np.nan, "length_ci_high": np.nan,
+               "length_from_steps": np.nan, "checked_verdict": e.verdict}
+        if c is None:
+            reason = "no shorter run of the same recipe to check the plateau against"
+        else:
+            row.update(length_change=c.change, length_ci_low=c.ci_low, length_ci_high=c.ci_high,
+                       length_from_steps=c.short_steps)
+            moved = f"{c.change:+.1f} ({c.ci_low:+.1f} to {c.ci_high:+.1f}) from {c.short_steps} to {c.long_steps} steps"
+            tol = LENGTH_TOLERANCE.get(e.claim)
+            if not np.isfinite(c.ci_low):
+                reason, ok = f"changed {moved}, too few seeds for an interval", False
+            elif tol is not None:
+                ok = bool(c.stable)
+                reason = f"changed {moved}: {'within' if ok else 'beyond'} +-{tol:g}"
+            else:
+                ok = bool(c.ci_low <= 0 <= c.ci_high)
+                reason = f"changed {moved}: the interval {'includes' if ok else 'excludes'} 0"
+            if not ok:
+                c = None
+        if c is None and e.verdict != VERDICTS[2]:
+            row["checked_verdict"] = VERDICTS[2]
+        row["length_reason"] = reason
+        added.append(row)
+    return pd.concat([table.reset_index(drop=True), pd.DataFrame(added)], axis=1)

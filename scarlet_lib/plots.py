@@ -422,7 +422,10 @@ def effects_figure(effects: pd.DataFrame, verdicts: pd.DataFrame | None = None):
 
 
 def factor_effects_figure(table: pd.DataFrame):
-    """``effects_figure`` for ``analysis.factor_effects``: one row per run and arm, labelled with the run's factors."""
+    """``effects_figure`` for ``analysis.factor_effects``: one row per run and arm, labelled with the run's factors.
+
+    The verdict shown is ``checked_verdict`` where the table has it (``analysis.length_checked``), else ``verdict``.
+    """
     _require(table, ["run", "arm", "claim", "estimate", "ci_low", "ci_high", "seeds", "verdict"], "factor table")
     factors = list(table.columns[1:table.columns.get_loc("arm")])  # factor_effects puts them between run and arm
 
@@ -432,7 +435,8 @@ def factor_effects_figure(table: pd.DataFrame):
         return f"{r['arm']}\n{named}" if named else f"{r['arm']} ({r['run']})"
 
     rows = table.assign(arm=table.apply(label, axis=1))
-    return effects_figure(rows, rows[["arm", "claim", "verdict"]])
+    shown = rows["checked_verdict"] if "checked_verdict" in rows else rows["verdict"]
+    return effects_figure(rows, rows[["arm", "claim"]].assign(verdict=shown))
 
 
 # ------------------------------------------------------------------------------------------------

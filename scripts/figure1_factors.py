@@ -5,7 +5,9 @@
 Each FOLDER is a finished run of notebook 2 (its run record and ``02_effects``, ``02_verdicts``, ``02_gates``
 tables). ``analysis.factor_effects`` puts every arm and claim of every run in one table, with a column for
 each recipe parameter whose value differs between the runs (learning rate, steps, ...). Writes ``<out>.csv``,
-``<out>_supernets.csv`` (every supernet's accuracy and last-part gain per run), ``<out>.md`` (both tables plus each run's commit, CPU, instruction set and thread count) and ``<out>.png|pdf``
+``<out>_supernets.csv`` (every supernet's accuracy and last-part gain per run), ``<out>_length.csv`` (how each
+effect and level moved between runs that differ only in length, ``analysis.length_changes``; the main table's
+``checked_verdict`` keeps a verdict only where that check passed), ``<out>.md`` (both tables plus each run's commit, CPU, instruction set and thread count) and ``<out>.png|pdf``
 (one forest per claim, one row per run and arm, the paper's effect dashed), and prints the markdown.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ from scarlet_lib import analysis, plots
 from scarlet_lib.artifacts import markdown_table, read_run, repo_path
 
 NOTEBOOK = "02_supernet_stability"
-TABLES = ("02_effects", "02_verdicts", "02_gates")
+TABLES = ("02_effects", "02_verdicts", "02_gates", "02_oneshot_summary")
 
 
 def _supernet_columns(supernets):
@@ -31,6 +33,19 @@ def _supernet_columns(supernets):
     return wide[list(dict.fromkeys(supernets["run"]))].fillna("").reset_index()
 
 
+def _length_rows(lengths):
+    """The length table as the markdown shows it: one decimal, the interval in one column."""
+    shown = lengths.drop(columns=["short_run"]).copy()
+    shown["interval"] = [f"{lo:+.1f} to {hi:+.1f}" for lo, hi in zip(shown["ci_low"], shown["ci_high"])]
+    level = shown["quantity"].str.endswith("level")
+    for c in ("short_estimate", "long_estimate"):
+        shown[c] = [f"{v:.1f}" if lv else f"{v:+.1f}" for v, lv in zip(shown[c], level)]
+    shown["change"] = shown["change"].map("{:+.1f}".format)
+    shown["stable"] = shown["stable"].map({True: "yes", False: "no"}).fillna("")
+    return shown[[c for c in shown.columns if c not in ("ci_low", "ci_high", "interval", "per_seed")]
+                 + ["interval", "per_seed"]]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folders", nargs="+", help="folders of finished notebook-2 runs (relative to the repository)")
@@ -38,22 +53,26 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if len(set(args.folders)) != len(args.folders):
         ap.error(f"a folder is named twice: {args.folders}")
-    runs, records = {}, {}
+    runs, summaries, records = {}, {}, {}
     for folder in args.folders:
         try:
             params, tables = read_run(folder, NOTEBOOK, TABLES)
         except (FileNotFoundError, ValueError) as e:
             ap.error(str(e))
         runs[folder] = (params, tables["02_effects"], tables["02_verdicts"], tables["02_gates"])
+        summaries[folder] = (params, tables["02_oneshot_summary"])
         records[folder] = json.loads((repo_path(folder) / f"{NOTEBOOK}.run.json").read_text()).get("versions", {})
-    table = analysis.factor_effects(runs)
+    lengths = analysis.length_changes(summaries)
+    table = analysis.length_checked(analysis.factor_effects(runs), lengths)
     supernets = analysis.factor_supernets(runs)
     out = repo_path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False)
     supernets.to_csv(out.with_name(out.name + "_supernets.csv"), index=False)
+    lengths.to_csv(out.with_name(out.name + "_length.csv"), index=False)
     plots.save_figure(plots.factor_effects_figure(table), out.name, out.parent)
-    shown = table.drop(columns=["paper_effect"]).copy()
+    shown = table.drop(columns=["paper_effect", "length_change", "length_ci_low", "length_ci_high",
+                                "length_from_steps", "length_reason"]).copy()
     for c in ("estimate", "ci_low", "ci_high"):
         shown[c] = shown[c].map("{:+.1f}".format)
     shown["worst_plateau_gain"] = (100 * shown["worst_plateau_gain"]).map("{:+.1f}".format)
@@ -64,7 +83,14 @@ def main(argv: list[str] | None = None) -> int:
              "C3 in points of share far below) from several notebook-2 runs; the columns between `run` and `arm` are "
              "the recipe parameters that differ between the runs. `worst_plateau_gain`: the largest last-part gain "
              "of the arm's supernets (points; the gate is < 2); `lowest_mean_acc`: the arm's lowest mean one-shot "
-             "accuracy (%). Each row's verdict is its own run's.", "", markdown_table(shown), "",
+             "accuracy (%). `verdict` is the row's own run's; `checked_verdict` keeps it only where a shorter run of the "
+             "same recipe shows the effect no longer moving with length (next table), because under a decaying "
+             "schedule the last part of training moves little by construction.", "", markdown_table(shown), "",
+             "Length check (`<out>_length.csv`, `analysis.length_changes`): per pair of runs that differ only in "
+             "length, the per-seed change (longer - shorter) of each claim and of each supernet kind's mean one-shot "
+             "accuracy (points), paired t interval over the seeds both ran. `stable`: C1's interval lies within "
+             f"+-{analysis.LENGTH_TOLERANCE['C1']:g} points (half the paper's effect).", "",
+             markdown_table(_length_rows(lengths)), "",
              "Every supernet's mean one-shot accuracy at the end of its run (%), and in brackets its last-part gain "
              "(points), one column per run (`<out>_supernets.csv`). Where runs differ only in length, a supernet "
              "that ends higher in the longer run was not at its plateau in the shorter one, whatever its last-part "

@@ -432,3 +432,84 @@ def test_factor_supernets_lists_every_supernet_of_every_run_with_its_factors():
     short = t[t["run"] == "short"].reset_index(drop=True)
     gates = runs["short"][3].reset_index(drop=True)
     assert short["mean_acc"].tolist() == gates["mean_acc"].tolist()  # each run's own gate values, unchanged
+
+
+def _length_summary(levels: dict, arm="let-identity-init", last_epoch=9) -> pd.DataFrame:
+    """A one-shot summary with given per-seed mean accuracies: ``levels[mode] = [acc per seed]``."""
+    rows = []
+    for mode, accs in levels.items():
+        for seed, acc in enumerate(accs):
+            for epoch, shift in ((last_epoch - 2, -0.05), (last_epoch, 0.0)):  # only the last epoch is read
+                rows.append({"arm": arm, "identity_mode": mode, "seed": seed, "epoch": epoch, "mean_acc": acc + shift,
+                             "excess_sd": 0.03 if mode == "identity" else 0.02, "far_below_share": 0.0})
+    return pd.DataFrame(rows)
+
+
+def _length_params(lr, steps_per_epoch):
+    return {**{k: 1 for k in analysis.POOL_KEYS}, "epochs": 10, "steps_per_epoch": steps_per_epoch, "lr": lr}
+
+
+def test_length_change_pairs_seeds_between_runs_that_differ_only_in_length():
+    from scipy import stats
+
+    short = {"identity": [0.80, 0.70, 0.85, 0.75], "let": [0.82, 0.74, 0.84, 0.80]}
+    long = {"identity": [0.90, 0.78, 0.88, 0.80], "let": [0.91, 0.83, 0.90, 0.86]}
+    runs = {"s": (_length_params(0.02, 150), _length_summary(short)),
+            "l": (_length_params(0.02, 300), _length_summary(long)),
+            "other_lr": (_length_params(0.05, 150), _length_summary(short))}  # no partner: no row
+    t = analysis.length_changes(runs)
+    assert set(t["long_run"]) == {"l"} and set(t["short_run"]) == {"s"}
+    assert t[["short_steps", "long_steps"]].drop_duplicates().values.tolist() == [[1500, 3000]]
+    c1 = t.set_index("quantity").loc["C1"]
+    # by hand: C1 per seed short (2, 4, -1, 5), long (1, 5, 2, 6) -> change (-1, 1, 3, 1)
+    change = np.array([-1.0, 1.0, 3.0, 1.0])
+    ci = stats.ttest_1samp(change, 0).confidence_interval(0.95)
+    assert c1["change"] == pytest.approx(1.0) and c1["short_estimate"] == pytest.approx(2.5)
+    assert (c1["ci_low"], c1["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert c1["stable"] == True  # noqa: E712  (within +-10 points, half the paper's +20)
+    ident = t.set_index("quantity").loc["identity level"]
+    assert ident["change"] == pytest.approx(100 * np.mean([0.10, 0.08, 0.03, 0.05]))
+    assert np.isnan(t.set_index("quantity").loc["C2", "stable"])  # no paper effect size: no stability call
+    assert t.set_index("quantity").loc["C2", "change"] == pytest.approx(0.0)
+
+
+def test_length_change_calls_an_effect_that_moves_by_half_the_paper_effect_unstable():
+    short = {"identity": [0.80, 0.70, 0.85, 0.75], "let": [0.82, 0.74, 0.84, 0.80]}
+    moved = {"identity": [0.60, 0.52, 0.66, 0.54], "let": [0.82, 0.74, 0.84, 0.80]}  # C1 up by ~20 points
+    t = analysis.length_changes({"s": (_length_params(0.02, 150), _length_summary(short)),
+                                 "l": (_length_params(0.02, 200), _length_summary(moved))})
+    assert t.set_index("quantity").loc["C1", "stable"] == False  # noqa: E712
+
+
+def test_length_change_refuses_two_runs_of_the_same_recipe_and_length_and_bad_tables():
+    s = _length_summary({"identity": [0.8, 0.7, 0.8], "let": [0.8, 0.7, 0.8]})
+    with pytest.raises(ValueError, match="same recipe and length"):
+        analysis.length_changes({"a": (_length_params(0.02, 150), s), "b": (_length_params(0.02, 150), s)})
+    with pytest.raises(ValueError, match="run 'a' one-shot summary lacks columns"):
+        analysis.length_changes({"a": (_length_params(0.02, 150), s.drop(columns="excess_sd"))})
+    with pytest.raises(ValueError, match=r"run 'a': its parameters lack \['lr'\]"):
+        analysis.length_changes({"a": ({k: 1 for k in analysis.POOL_KEYS if k != "lr"}, s)})
+
+
+def test_length_checked_verdict_stands_only_when_a_shorter_run_shows_the_effect_settled():
+    table = pd.DataFrame([
+        {"run": "l", "arm": "a", "claim": "C1", "verdict": "not reproduced"},
+        {"run": "l", "arm": "b", "claim": "C1", "verdict": "reproduced"},
+        {"run": "l", "arm": "a", "claim": "C2", "verdict": "not reproduced"},
+        {"run": "l", "arm": "c", "claim": "C1", "verdict": "not reproduced"},  # no shorter run of arm c
+        {"run": "l", "arm": "d", "claim": "C1", "verdict": "uninformative at this scale"},
+    ])
+    base = {"short_run": "s", "long_run": "l", "short_steps": 2000, "long_steps": 3000}
+    lengths = pd.DataFrame([
+        {**base, "arm": "a", "quantity": "C1", "change": 2.0, "ci_low": -4.0, "ci_high": 8.0, "stable": True},
+        {**base, "arm": "b", "quantity": "C1", "change": 9.0, "ci_low": 3.0, "ci_high": 15.0, "stable": False},
+        {**base, "arm": "a", "quantity": "C2", "change": 1.5, "ci_low": 0.5, "ci_high": 2.5, "stable": np.nan},
+        {**base, "arm": "d", "quantity": "C1", "change": 0.0, "ci_low": -1.0, "ci_high": 1.0, "stable": True},
+    ])
+    t = analysis.length_checked(table, lengths)
+    assert t["checked_verdict"].tolist() == ["not reproduced"] + ["uninformative at this scale"] * 4
+    assert t.loc[0, "length_change"] == 2.0 and t.loc[0, "length_from_steps"] == 2000
+    assert "within +-10" in t.loc[0, "length_reason"] and "beyond +-10" in t.loc[1, "length_reason"]
+    assert "excludes 0" in t.loc[2, "length_reason"]  # C2 has no paper size: its change must include 0
+    assert "no shorter run" in t.loc[3, "length_reason"]
+    assert t["verdict"].tolist() == table["verdict"].tolist()  # each run's own verdict kept beside

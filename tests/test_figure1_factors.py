@@ -14,9 +14,10 @@ figure1_factors = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(figure1_factors)
 
 
-def _write_run(folder: Path, lr: float, c1: tuple[float, float, float]) -> None:
+def _write_run(folder: Path, lr: float, c1: tuple[float, float, float], steps_per_epoch: int = 150,
+               let_acc: float = 0.7) -> None:
     folder.mkdir()
-    params = {**{k: 1 for k in analysis.POOL_KEYS}, "epochs": 10, "steps_per_epoch": 150, "lr": lr}
+    params = {**{k: 1 for k in analysis.POOL_KEYS}, "epochs": 10, "steps_per_epoch": steps_per_epoch, "lr": lr}
     versions = {"git_commit": "abc1234", "cpu": "Test CPU", "cpu_capability": "AVX2", "torch_threads": "2",
                 "torch": "2.13.0"}
     (folder / "02_supernet_stability.run.json").write_text(json.dumps({"parameters": params, "versions": versions}))
@@ -27,6 +28,10 @@ def _write_run(folder: Path, lr: float, c1: tuple[float, float, float]) -> None:
     effects.to_csv(folder / "02_effects.csv", index=False)
     gates.to_csv(folder / "02_gates.csv", index=False)
     analysis.claim_verdicts(effects, gates).to_csv(folder / "02_verdicts.csv", index=False)
+    summary = pd.DataFrame([{"arm": "let-identity-init", "identity_mode": m, "seed": s, "epoch": 9,
+                             "mean_acc": (let_acc if m == "let" else 0.7) + 0.01 * s, "excess_sd": 0.02,
+                             "far_below_share": 0.0} for m in ("identity", "let") for s in range(3)])
+    summary.to_csv(folder / "02_oneshot_summary.csv", index=False)
 
 
 def test_command_writes_the_factor_table_figure_and_run_records(tmp_path, capsys):
@@ -52,3 +57,18 @@ def test_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
         figure1_factors.main([str(tmp_path / "a"), str(tmp_path / "empty"), "--out", str(tmp_path / "x")])
     assert "is not a finished run of 02_supernet_stability" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_command_checks_each_verdict_against_the_shorter_run_of_the_same_recipe(tmp_path):
+    _write_run(tmp_path / "short", 0.02, (1.7, -10.7, 14.2), steps_per_epoch=150, let_acc=0.7)
+    _write_run(tmp_path / "long", 0.02, (3.8, -4.9, 12.5), steps_per_epoch=300, let_acc=0.72)
+    out = tmp_path / "factors"
+    assert figure1_factors.main([str(tmp_path / "short"), str(tmp_path / "long"), "--out", str(out)]) == 0
+    lengths = pd.read_csv(out.with_name("factors_length.csv")).set_index("quantity")
+    assert lengths.loc["C1", "change"] == pytest.approx(2.0) and lengths.loc["C1", "long_steps"] == 3000
+    t = pd.read_csv(out.with_suffix(".csv")).set_index("run")
+    # the long run's "not reproduced" stands (C1 moved by exactly +2 on every seed); the short run has nothing
+    # shorter to be checked against
+    assert t.loc[str(tmp_path / "long"), "checked_verdict"] == "not reproduced"
+    assert t.loc[str(tmp_path / "short"), "checked_verdict"] == "uninformative at this scale"
+    assert "| +2.0 |" in out.with_suffix(".md").read_text()

@@ -97,3 +97,12 @@ def test_factor_figure_labels_each_row_with_its_run_factors():
 def test_figure1_scores_rejects_a_table_without_scores():
     with pytest.raises(ValueError, match="lacks columns"):
         plots.figure1_scores(pd.DataFrame({"arm": ["a"], "epoch": [0]}), chance=0.1)
+
+
+def test_factor_figure_writes_the_length_checked_verdict_where_the_table_has_one():
+    rows = [{"run": run, "steps": steps, "arm": "let-identity-init", "claim": "C1", "estimate": 1.0, "ci_low": -2.0,
+             "ci_high": 4.0, "seeds": 5, "verdict": "not reproduced", "checked_verdict": checked}
+            for run, steps, checked in (("short", 2000, "uninformative at this scale"), ("long", 3000, "not reproduced"))]
+    fig = plots.factor_effects_figure(pd.DataFrame(rows))
+    written = [t.get_text() for t in fig.axes[0].texts]
+    assert sum("uninformative" in t for t in written) == 1 and sum("not reproduced" in t for t in written) == 1
