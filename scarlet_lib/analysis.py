@@ -1080,3 +1080,22 @@ def length_checked(table: pd.DataFrame, lengths: pd.DataFrame) -> pd.DataFrame:
         row["length_reason"] = reason
         added.append(row)
     return pd.concat([table.reset_index(drop=True), pd.DataFrame(added)], axis=1)
+
+
+__all__ += ["check_length_pair"]
+
+
+def check_length_pair(params: Mapping, shorter: Mapping, label: str = "the shorter run") -> None:
+    """Refuse a length comparison that is not one: ``shorter``'s recipe must equal ``params``' in every
+    ``POOL_KEYS`` parameter except the length, and be shorter. Raises ValueError naming what differs."""
+    values, factors = _run_factors({"this run": (params, None, None, None), label: (shorter, None, None, None)},
+                                   check_tables=False)
+    other = [f for f in factors if f != "steps"]
+    if other:
+        mine, theirs = values["this run"], values[label]
+        shown = ", ".join(f"{f} {theirs[f]!r} vs {mine[f]!r}" for f in other)
+        raise ValueError(f"{label} differs from this run in {shown}; a length check needs the same recipe with "
+                         "fewer steps")
+    if values[label]["steps"] >= values["this run"]["steps"]:
+        raise ValueError(f"{label} has {values[label]['steps']} steps, this run {values['this run']['steps']}; "
+                         "a length check needs a run with fewer steps")

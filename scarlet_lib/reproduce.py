@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import artifacts
+from .analysis import check_length_pair
 from .cache import default_cache_root
 from .data import DATASETS
 from .recipes import SupernetRecipe, arm_recipe
@@ -149,6 +150,9 @@ PARAMETER_RULES = {
                                                           for x in v)),
                   "a list of existing folders (absolute or relative to the repository root), each holding an "
                   "earlier run's tables"),
+    "shorter_run": ((lambda v: isinstance(v, str) and (v == "" or artifacts.repo_path(v).is_dir())),
+                    "'' or an existing folder (absolute or relative to the repository root) holding an earlier run "
+                    "of the same recipe with fewer steps"),
 }
 
 
@@ -219,6 +223,13 @@ def plan_run(profile: str = DEFAULT_PROFILE, only: Sequence[str] | None = None, 
                 for arm in params[nb].get("arms", [params[nb].get("arm", "calibrated")]):
                     arm_recipe(arm, recipe)
             except (TypeError, ValueError) as e:
+                raise ParameterError(f"{nb}: {e}") from None
+        if params[nb].get("shorter_run"):  # a length check against a run of another recipe is refused now
+            try:
+                shorter, _ = artifacts.read_run(params[nb]["shorter_run"], nb, ())
+                check_length_pair({**defaults[nb], **params[nb]}, shorter,
+                                  label=f"shorter_run {params[nb]['shorter_run']!r}")
+            except (FileNotFoundError, ValueError) as e:
                 raise ParameterError(f"{nb}: {e}") from None
         if params[nb].get("device") == "cuda":
             import torch

@@ -98,6 +98,22 @@ def test_a_notebook_run_alone_trains_what_it_needs(tmp_path):
     assert {k["let_init"] for k in keys} == {"he"} and {k["zero_init_residual"] for k in keys} == {True}  # calibrated
 
 
+def test_a_longer_run_checks_its_verdicts_against_the_shorter_run_of_the_same_recipe(smoke_run, tmp_path):
+    plan, _ = smoke_run
+    longer = reproduce.plan_run("smoke", only=["2"], output=tmp_path / "run", cache=plan.cache,
+                                overrides=["arms=['calibrated']", "steps_per_epoch=4", f"shorter_run='{plan.figures}'"])
+    summary = reproduce.run(longer, log=lambda m: None)
+    assert summary["status"].tolist() == ["ok"], summary["error"].tolist()
+    lengths = pd.read_csv(longer.figures / "02_length.csv")
+    assert set(lengths["arm"]) == {"calibrated"} and (lengths["long_steps"] > lengths["short_steps"]).all()
+    assert set(lengths["quantity"]) == {"C1", "C2", "C3", "identity level", "let level"}
+    checked = pd.read_csv(longer.figures / "02_checked_verdicts.csv")
+    assert set(checked["claim"]) == {"C1", "C2", "C3"}
+    # two smoke seeds give no interval for the change, so no verdict can stand
+    assert (checked["checked_verdict"] == "uninformative at this scale").all()
+    assert checked["length_reason"].str.contains("too few seeds").all()
+
+
 def test_more_seeds_of_the_same_recipe_pool_with_an_earlier_run(smoke_run, tmp_path):
     plan, _ = smoke_run
     earlier = plan.parameters["02_supernet_stability"]

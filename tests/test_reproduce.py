@@ -94,12 +94,36 @@ def test_wrong_type_is_refused_with_the_expected_type():
     ("dataset=nonsense", "one of gratings, cifar10"), ("seeds=[]", "at least 1 distinct"),
     ("seeds=[0, 0]", "distinct"), ("08:standalone_seeds=[0]", "at least 2 distinct"),
     ("08:min_reference_tau=2.0", r"\[-1, 1\]"), ("steps_per_epoch=-1", "an integer >= 0"),
-    ("02:pool_with=['no/such/folder']", "existing folders"),
+    ("02:pool_with=['no/such/folder']", "existing folders"), ("02:shorter_run=no/such/folder", "an existing folder"),
 ])
 def test_out_of_range_values_are_refused_before_any_work_with_what_is_accepted(override, accepted):
     name = override.split(":")[-1].split("=")[0]
     with pytest.raises(ParameterError, match=rf"bad parameter value.*{name}=.*accepted: .*{accepted}"):
         plan_run("smoke", only=["2", "8"], overrides=[override])
+
+
+def _notebook2_record(folder, **changes):
+    """A minimal finished notebook-2 run: its run record with the smoke profile's parameters, changed."""
+    import json
+
+    params = {**plan_run("smoke", only=["2"]).parameters["02_supernet_stability"], **changes}
+    folder.mkdir()
+    (folder / "02_supernet_stability.run.json").write_text(json.dumps({"parameters": params}))
+    return folder
+
+
+def test_a_length_check_against_another_recipe_or_a_longer_run_is_refused_at_planning(tmp_path):
+    other_lr = _notebook2_record(tmp_path / "other_lr", lr=0.5, steps_per_epoch=1)
+    with pytest.raises(ParameterError, match=r"shorter_run .* differs from this run in lr 0.5 vs 0.05"):
+        plan_run("smoke", only=["2"], overrides=[f"02:shorter_run={other_lr}"])
+    longer = _notebook2_record(tmp_path / "longer", steps_per_epoch=50)
+    with pytest.raises(ParameterError, match=r"has 50 steps, this run 3; .*fewer steps"):
+        plan_run("smoke", only=["2"], overrides=[f"02:shorter_run={longer}"])
+    with pytest.raises(ParameterError, match=r"is not a finished run of 02_supernet_stability"):
+        plan_run("smoke", only=["2"], overrides=[f"02:shorter_run={tmp_path}"])
+    shorter = _notebook2_record(tmp_path / "shorter", steps_per_epoch=1)
+    plan = plan_run("smoke", only=["2"], overrides=[f"02:shorter_run={shorter}"])
+    assert plan.parameters["02_supernet_stability"]["shorter_run"] == str(shorter)
 
 
 def test_every_profile_gives_values_the_rules_accept():
