@@ -994,11 +994,11 @@ def length_changes(runs: Mapping[str, tuple[Mapping, pd.DataFrame]],
     supernets), the per-seed change longer - shorter is paired over the seeds both ran, with
     ``paired_t_interval``. Under a schedule that decays to 0 the last part of a run moves little by
     construction, so this change, not the last-part gain, says whether more training would move a reading.
-    ``stable`` (claims with an entry in ``tolerance`` only): the interval lies within +-tolerance, i.e. the
-    longer schedule could not have moved the effect by that much; NaN otherwise.
+    ``stable`` (claims with an entry in ``tolerance`` only, given in ``tolerance``): the interval lies within
+    +-tolerance, i.e. the longer schedule could not have moved the effect by that much; NaN otherwise.
 
     Columns: ``short_run, long_run, short_steps, long_steps``, the other differing factors, ``arm, quantity,
-    short_estimate, long_estimate, change, ci_low, ci_high, seeds, stable, per_seed``.
+    short_estimate, long_estimate, change, ci_low, ci_high, seeds, tolerance, stable, per_seed``.
     """
     values, factors = _run_factors({k: (p, None, None, None) for k, (p, _) in runs.items()}, check_tables=False)
     others = [f for f in factors if f != "steps"]
@@ -1030,11 +1030,12 @@ def length_changes(runs: Mapping[str, tuple[Mapping, pd.DataFrame]],
                                  "long_steps": values[long]["steps"], **{f: values[long][f] for f in others},
                                  "arm": arm, "quantity": quantity, "short_estimate": float(b[change.index].mean()),
                                  "long_estimate": float(a[change.index].mean()), "change": t["mean"],
-                                 "ci_low": low, "ci_high": high, "seeds": t["n"], "stable": stable,
+                                 "ci_low": low, "ci_high": high, "seeds": t["n"],
+                                 "tolerance": np.nan if tol is None else tol, "stable": stable,
                                  "per_seed": ", ".join(f"{k}: {v:+.2f}" for k, v in change.items())})
     return pd.DataFrame(rows, columns=["short_run", "long_run", "short_steps", "long_steps", *others, "arm",
                                        "quantity", "short_estimate", "long_estimate", "change", "ci_low", "ci_high",
-                                       "seeds", "stable", "per_seed"])
+                                       "seeds", "tolerance", "stable", "per_seed"])
 
 
 __all__ += ["length_checked"]
@@ -1046,12 +1047,12 @@ def length_checked(table: pd.DataFrame, lengths: pd.DataFrame) -> pd.DataFrame:
     The notebook's gate (last part of training adds < 2 points) is necessary but not sufficient under a
     decaying schedule, so a verdict other than "uninformative at this scale" stands only where a shorter run of
     the same recipe exists and the effect did not move between the two: the change's interval within
-    +-``LENGTH_TOLERANCE`` for claims with a paper effect size, the interval including 0 for the others.
+    +-``tolerance`` (``stable``) for claims with one (C1: ``LENGTH_TOLERANCE``), including 0 for the others.
     Adds ``length_change, length_ci_low, length_ci_high, length_from_steps, checked_verdict, length_reason``.
     """
     _require(table, ["run", "arm", "claim", "verdict"], "factor table")
     _require(lengths, ["short_run", "long_run", "short_steps", "long_steps", "arm", "quantity", "change", "ci_low",
-                       "ci_high", "stable"], "length table")
+                       "ci_high", "tolerance", "stable"], "length table")
     by = {(r.long_run, r.arm, r.quantity): r for r in lengths.itertuples()}
     added = []
     for e in table.itertuples():
@@ -1064,12 +1065,11 @@ def length_checked(table: pd.DataFrame, lengths: pd.DataFrame) -> pd.DataFrame:
             row.update(length_change=c.change, length_ci_low=c.ci_low, length_ci_high=c.ci_high,
                        length_from_steps=c.short_steps)
             moved = f"{c.change:+.1f} ({c.ci_low:+.1f} to {c.ci_high:+.1f}) from {c.short_steps} to {c.long_steps} steps"
-            tol = LENGTH_TOLERANCE.get(e.claim)
             if not np.isfinite(c.ci_low):
                 reason, ok = f"changed {moved}, too few seeds for an interval", False
-            elif tol is not None:
+            elif np.isfinite(c.tolerance):
                 ok = bool(c.stable)
-                reason = f"changed {moved}: {'within' if ok else 'beyond'} +-{tol:g}"
+                reason = f"changed {moved}: {'within' if ok else 'beyond'} +-{c.tolerance:g}"
             else:
                 ok = bool(c.ci_low <= 0 <= c.ci_high)
                 reason = f"changed {moved}: the interval {'includes' if ok else 'excludes'} 0"

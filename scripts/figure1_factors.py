@@ -42,7 +42,7 @@ def _length_rows(lengths):
         shown[c] = [f"{v:.1f}" if lv else f"{v:+.1f}" for v, lv in zip(shown[c], level)]
     shown["change"] = shown["change"].map("{:+.1f}".format)
     shown["stable"] = shown["stable"].map({True: "yes", False: "no"}).fillna("")
-    return shown[[c for c in shown.columns if c not in ("ci_low", "ci_high", "interval", "per_seed")]
+    return shown[[c for c in shown.columns if c not in ("ci_low", "ci_high", "tolerance", "interval", "per_seed")]
                  + ["interval", "per_seed"]]
 
 

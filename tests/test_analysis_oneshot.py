@@ -466,7 +466,7 @@ def test_length_change_pairs_seeds_between_runs_that_differ_only_in_length():
     ci = stats.ttest_1samp(change, 0).confidence_interval(0.95)
     assert c1["change"] == pytest.approx(1.0) and c1["short_estimate"] == pytest.approx(2.5)
     assert (c1["ci_low"], c1["ci_high"]) == pytest.approx((ci.low, ci.high))
-    assert c1["stable"] == True  # noqa: E712  (within +-10 points, half the paper's +20)
+    assert c1["stable"] == True and c1["tolerance"] == 10.0  # noqa: E712  (+-10 points, half the paper's +20)
     ident = t.set_index("quantity").loc["identity level"]
     assert ident["change"] == pytest.approx(100 * np.mean([0.10, 0.08, 0.03, 0.05]))
     assert np.isnan(t.set_index("quantity").loc["C2", "stable"])  # no paper effect size: no stability call
@@ -501,10 +501,14 @@ def test_length_checked_verdict_stands_only_when_a_shorter_run_shows_the_effect_
     ])
     base = {"short_run": "s", "long_run": "l", "short_steps": 2000, "long_steps": 3000}
     lengths = pd.DataFrame([
-        {**base, "arm": "a", "quantity": "C1", "change": 2.0, "ci_low": -4.0, "ci_high": 8.0, "stable": True},
-        {**base, "arm": "b", "quantity": "C1", "change": 9.0, "ci_low": 3.0, "ci_high": 15.0, "stable": False},
-        {**base, "arm": "a", "quantity": "C2", "change": 1.5, "ci_low": 0.5, "ci_high": 2.5, "stable": np.nan},
-        {**base, "arm": "d", "quantity": "C1", "change": 0.0, "ci_low": -1.0, "ci_high": 1.0, "stable": True},
+        {**base, "arm": "a", "quantity": "C1", "change": 2.0, "ci_low": -4.0, "ci_high": 8.0, "tolerance": 10.0,
+         "stable": True},
+        {**base, "arm": "b", "quantity": "C1", "change": 9.0, "ci_low": 3.0, "ci_high": 15.0, "tolerance": 10.0,
+         "stable": False},
+        {**base, "arm": "a", "quantity": "C2", "change": 1.5, "ci_low": 0.5, "ci_high": 2.5, "tolerance": np.nan,
+         "stable": np.nan},
+        {**base, "arm": "d", "quantity": "C1", "change": 0.0, "ci_low": -1.0, "ci_high": 1.0, "tolerance": 10.0,
+         "stable": True},
     ])
     t = analysis.length_checked(table, lengths)
     assert t["checked_verdict"].tolist() == ["not reproduced"] + ["uninformative at this scale"] * 4
