@@ -390,6 +390,11 @@ def oneshot_summary(scores: pd.DataFrame, far_below_points: float = 0.20) -> pd.
     return out.reset_index()
 
 
+def _per_seed(summary: pd.DataFrame, column: str) -> pd.DataFrame:
+    """One supernet summary column in points, one row per seed, one column per identity mode."""
+    return 100 * summary.pivot(index="seed", columns="identity_mode", values=column)
+
+
 def _chosen_epochs(table: pd.DataFrame, epoch: int | None) -> dict:
     """Arm -> the epoch read: ``epoch`` where the arm has it, else (None) the arm's last epoch."""
     arms = list(dict.fromkeys(table["arm"]))
@@ -429,11 +434,9 @@ def oneshot_effects(scores: pd.DataFrame, epoch: int | None = None, n_resamples:
     for arm, ep in chosen.items():
         s = summary[(summary["arm"] == arm) & (summary["epoch"] == ep)]
         for claim, spec in CLAIMS.items():
-            wide = s.pivot(index="seed", columns="identity_mode", values=spec["column"])
-            if {"identity", "let"} <= set(wide.columns):
-                diffs = (100 * (wide["let"] - wide["identity"])).dropna()
-            else:
-                diffs = pd.Series(dtype=float)
+            wide = _per_seed(s, spec["column"])
+            diffs = (wide["let"] - wide["identity"]).dropna() if {"identity", "let"} <= set(wide.columns) \
+                else pd.Series(dtype=float)
             t = paired_t_interval(diffs.to_numpy(), confidence=confidence)
             boot = paired_bootstrap(diffs.to_numpy(), confidence=confidence, n_resamples=n_resamples, seed=seed)
             rows.append({"arm": arm, "claim": claim, "effect": spec["effect"], "estimate": t["mean"],
@@ -970,11 +973,10 @@ LENGTH_TOLERANCE = {claim: effect / 2 for claim, effect in PAPER_EFFECTS.items()
 
 def _seed_values(summary: pd.DataFrame, arm: str) -> dict:
     """Per claim and identity mode: seed -> value (points) at the arm's last scored epoch, from ``oneshot_summary``."""
-    s = summary[summary["arm"] == arm]
-    s = s[s["epoch"] == s["epoch"].max()]
+    s = summary[(summary["arm"] == arm) & (summary["epoch"] == _chosen_epochs(summary, None)[arm])]
     out = {}
     for claim, spec in CLAIMS.items():
-        wide = 100 * s.pivot(index="seed", columns="identity_mode", values=spec["column"])
+        wide = _per_seed(s, spec["column"])
         if {"identity", "let"} <= set(wide.columns):
             out[claim] = (wide["let"] - wide["identity"]).dropna()
         for mode in ("identity", "let"):
@@ -1059,6 +1061,7 @@ def length_checked(table: pd.DataFrame, lengths: pd.DataFrame) -> pd.DataFrame:
         c = by.get((e.run, e.arm, e.claim))
         row = {"length_change": np.nan, "length_ci_low": np.nan, "length_ci_high": np.nan,
                "length_from_steps": np.nan, "checked_verdict": e.verdict}
+        ok = False
         if c is None:
             reason = "no shorter run of the same recipe to check the plateau against"
         else:
@@ -1073,9 +1076,7 @@ def length_checked(table: pd.DataFrame, lengths: pd.DataFrame) -> pd.DataFrame:
             else:
                 ok = bool(c.ci_low <= 0 <= c.ci_high)
                 reason = f"changed {moved}: the interval {'includes' if ok else 'excludes'} 0"
-            if not ok:
-                c = None
-        if c is None and e.verdict != VERDICTS[2]:
+        if not ok and e.verdict != VERDICTS[2]:
             row["checked_verdict"] = VERDICTS[2]
         row["length_reason"] = reason
         added.append(row)
