@@ -787,12 +787,33 @@ def choice_similarity_pairs(features: Mapping, samples: str = "positions") -> pd
 # More seeds: pooling runs of one recipe, and how many seeds a claim needs
 # ------------------------------------------------------------------------------------------------
 
-__all__ += ["PAPER_EFFECTS", "POOL_KEYS", "pool_seed_runs", "seeds_for_power", "power_table"]
+__all__ += ["PAPER_EFFECTS", "POOL_KEYS", "pool_seed_runs", "pool_summaries", "seeds_for_power", "power_table"]
 
 # Notebook-2 parameters that define what a seed measures; runs are pooled only when all of them agree.
 POOL_KEYS = ("dataset", "difficulty", "data_root", "image_size", "width", "space", "epochs", "steps_per_epoch",
              "batch_size", "lr", "warmup_steps", "zero_init_residual", "let_init", "reduction", "eval_paths",
              "eval_images", "eval_every", "far_below_points", "plateau_fraction", "plateau_tolerance")
+
+
+def _check_one_recipe(params: Mapping[str, Mapping], what: str = "run") -> None:
+    """Raise, naming the parameter and both values, unless every run's ``POOL_KEYS`` parameters agree."""
+    (first_label, first), *rest = params.items()
+    for label, p in rest:
+        differ = [f"{k} ({first.get(k)!r} vs {p.get(k)!r})" for k in POOL_KEYS if first.get(k) != p.get(k)]
+        if differ:
+            raise ValueError(f"{what} {label} differs from {what} {first_label} in {', '.join(differ)}; only runs of "
+                             "one recipe (the parameters in analysis.POOL_KEYS) can be pooled")
+
+
+def _check_disjoint_seeds(tables: Sequence[pd.DataFrame], what: str = "run") -> None:
+    """Raise when an arm has the same seed in two tables (the same seed twice is a rerun, not a new draw)."""
+    seen: dict[tuple, int] = {}
+    for i, table in enumerate(tables):
+        for key in table[["arm", "seed"]].drop_duplicates().itertuples(index=False, name=None):
+            if key in seen:
+                raise ValueError(f"arm {key[0]!r} seed {key[1]} is in {what} {seen[key]} and {what} {i}; pooled "
+                                 "runs need disjoint seeds (the same seed twice is a rerun, not a new draw)")
+            seen[key] = i
 
 
 def pool_seed_runs(runs: Sequence[tuple[pd.DataFrame, pd.DataFrame, Mapping]]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -806,24 +827,27 @@ def pool_seed_runs(runs: Sequence[tuple[pd.DataFrame, pd.DataFrame, Mapping]]) -
     runs = list(runs)
     if len(runs) < 2:
         raise ValueError(f"pooling needs at least two runs, got {len(runs)}")
-    first = runs[0][2]
-    for i, (_, _, params) in enumerate(runs[1:], start=1):
-        differ = [f"{k} ({first.get(k)!r} vs {params.get(k)!r})" for k in POOL_KEYS if first.get(k) != params.get(k)]
-        if differ:
-            raise ValueError(f"run {i} differs from run 0 in {', '.join(differ)}; only runs of one recipe "
-                             "(the parameters in analysis.POOL_KEYS) can be pooled")
-    seen: dict[tuple, int] = {}
-    for i, (scores, gates, _) in enumerate(runs):
+    _check_one_recipe({i: r[2] for i, r in enumerate(runs)})
+    for scores, gates, _ in runs:
         _check_scores(scores, SCORE_COLUMNS)
         _require(gates, ["arm", "identity_mode", "seed", "mean_acc", "plateau_gain", "at_plateau"], "gates table")
-        for key in scores[["arm", "seed"]].drop_duplicates().itertuples(index=False, name=None):
-            if key in seen:
-                raise ValueError(f"arm {key[0]!r} seed {key[1]} is in run {seen[key]} and run {i}; pooled runs "
-                                 "need disjoint seeds (the same seed twice is a rerun, not a new draw)")
-            seen[key] = i
+    _check_disjoint_seeds([r[0] for r in runs])
     scores = pd.concat([r[0] for r in runs], ignore_index=True)
     gates = pd.concat([r[1] for r in runs], ignore_index=True)
     return scores, gates
+
+
+def pool_summaries(runs: Sequence[tuple[Mapping, pd.DataFrame]]) -> tuple[Mapping, pd.DataFrame]:
+    """The one-shot summaries (``oneshot_summary``) of several runs of one recipe with disjoint seeds as one run,
+    ``(parameters, summary)``, the form ``length_changes`` takes; same refusals as ``pool_seed_runs``."""
+    runs = list(runs)
+    if not runs:
+        raise ValueError("pooling needs at least one run, got none")
+    _check_one_recipe({i: r[0] for i, r in enumerate(runs)})
+    for _, summary in runs:
+        _require(summary, ["arm", "identity_mode", "seed", "epoch"], "one-shot summary")
+    _check_disjoint_seeds([r[1] for r in runs])
+    return runs[0][0], pd.concat([r[1] for r in runs], ignore_index=True)
 
 
 def seeds_for_power(sd: float, effect: float, confidence: float = 0.95, power: float = 0.8,
@@ -1083,7 +1107,7 @@ def length_checked(table: pd.DataFrame, lengths: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table.reset_index(drop=True), pd.DataFrame(added)], axis=1)
 
 
-__all__ += ["check_length_pair"]
+__all__ += ["check_length_pair", "check_pooled_length"]
 
 
 def check_length_pair(params: Mapping, shorter: Mapping, label: str = "the shorter run") -> None:
@@ -1100,3 +1124,20 @@ def check_length_pair(params: Mapping, shorter: Mapping, label: str = "the short
     if values[label]["steps"] >= values["this run"]["steps"]:
         raise ValueError(f"{label} has {values[label]['steps']} steps, this run {values['this run']['steps']}; "
                          "a length check needs a run with fewer steps")
+
+
+def check_pooled_length(params: Mapping, shorter: Mapping[str, Mapping | None]) -> None:
+    """Refuse a length check of pooled runs that is not one. ``shorter``: for each pooled run (this one first),
+    label -> the parameters of the shorter run it names (None: it names none). Every pooled run needs a shorter
+    run; these must be one recipe (so their seeds pool) with fewer steps than ``params``' recipe. Raises
+    ValueError naming the run and what is wrong."""
+    if not shorter:
+        raise ValueError("a pooled length check needs at least one shorter run, got none")
+    missing = [label for label, p in shorter.items() if p is None]
+    if missing:
+        raise ValueError(f"{', '.join(map(str, missing))} names no shorter run; to length-check pooled seeds every "
+                         "pooled run needs its own (rerun it with shorter_run set; from the cache that takes seconds) "
+                         "or leave shorter_run empty")
+    _check_one_recipe(dict(shorter), what="shorter run of")
+    label, first = next(iter(shorter.items()))
+    check_length_pair(params, first, label=f"the shorter run of {label}")

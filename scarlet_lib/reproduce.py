@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import artifacts
-from .analysis import check_length_pair
+from .analysis import check_length_pair, check_pooled_length
 from .cache import default_cache_root
 from .data import DATASETS
 from .recipes import SupernetRecipe, arm_recipe
@@ -226,9 +226,16 @@ def plan_run(profile: str = DEFAULT_PROFILE, only: Sequence[str] | None = None, 
                 raise ParameterError(f"{nb}: {e}") from None
         if params[nb].get("shorter_run"):  # a length check against a run of another recipe is refused now
             try:
+                merged = {**defaults[nb], **params[nb]}
                 shorter, _ = artifacts.read_run(params[nb]["shorter_run"], nb, ())
-                check_length_pair({**defaults[nb], **params[nb]}, shorter,
-                                  label=f"shorter_run {params[nb]['shorter_run']!r}")
+                check_length_pair(merged, shorter, label=f"shorter_run {params[nb]['shorter_run']!r}")
+                if params[nb].get("pool_with"):  # pooled seeds are length-checked too: each pooled run's own
+                    of = {"this run": shorter}
+                    for folder in params[nb]["pool_with"]:
+                        pooled, _ = artifacts.read_run(folder, nb, ())
+                        of[folder] = (artifacts.read_run(pooled["shorter_run"], nb, ())[0]
+                                      if pooled.get("shorter_run") else None)
+                    check_pooled_length(merged, of)
             except (FileNotFoundError, ValueError) as e:
                 raise ParameterError(f"{nb}: {e}") from None
         if params[nb].get("device") == "cuda":

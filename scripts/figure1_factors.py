@@ -3,7 +3,7 @@
     .venv/bin/python scripts/figure1_factors.py figures figures/lr0.02 ... [--out figures/02_factors]
 
 Each FOLDER is a finished run of notebook 2 (its run record and ``02_effects``, ``02_verdicts``, ``02_gates``
-tables). ``analysis.factor_effects`` puts every arm and claim of every run in one table, with a column for
+tables); a run that pooled earlier runs' seeds (``pool_with``) stands for all its pooled seeds. ``analysis.factor_effects`` puts every arm and claim of every run in one table, with a column for
 each recipe parameter whose value differs between the runs (learning rate, steps, ...). Writes ``<out>.csv``,
 ``<out>_supernets.csv`` (every supernet's accuracy and last-part gain per run), ``<out>_length.csv`` (how each
 effect and level moved between runs that differ only in length, ``analysis.length_changes``; the main table's
@@ -22,6 +22,23 @@ from scarlet_lib.artifacts import markdown_table, read_run, repo_path
 
 NOTEBOOK = "02_supernet_stability"
 TABLES = ("02_effects", "02_verdicts", "02_gates", "02_oneshot_summary")
+POOLED_TABLES = ("02_pooled_effects", "02_pooled_verdicts", "02_pooled_gates")
+
+
+def _read(folder):
+    """A run as the factor tables take it: ``(params, effects, verdicts, gates), (params, summary)``. A run that
+    pooled earlier runs' seeds (``pool_with``) stands for all of them: its pooled tables, and the one-shot
+    summaries of every pooled run."""
+    params, tables = read_run(folder, NOTEBOOK, TABLES)
+    if not params.get("pool_with"):
+        return ((params, tables["02_effects"], tables["02_verdicts"], tables["02_gates"]),
+                (params, tables["02_oneshot_summary"]))
+    _, pooled = read_run(folder, NOTEBOOK, POOLED_TABLES)
+    summary = analysis.pool_summaries([(params, tables["02_oneshot_summary"])] + [
+        (p, t["02_oneshot_summary"]) for p, t in (read_run(f, NOTEBOOK, ("02_oneshot_summary",))
+                                                   for f in params["pool_with"])])
+    return ((params, pooled["02_pooled_effects"], pooled["02_pooled_verdicts"], pooled["02_pooled_gates"]),
+            summary)
 
 
 def _supernet_columns(supernets):
@@ -56,15 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     runs, summaries, records = {}, {}, {}
     for folder in args.folders:
         try:
-            params, tables = read_run(folder, NOTEBOOK, TABLES)
+            runs[folder], summaries[folder] = _read(folder)
         except (FileNotFoundError, ValueError) as e:
             ap.error(str(e))
-        runs[folder] = (params, tables["02_effects"], tables["02_verdicts"], tables["02_gates"])
-        summaries[folder] = (params, tables["02_oneshot_summary"])
         records[folder] = json.loads((repo_path(folder) / f"{NOTEBOOK}.run.json").read_text()).get("versions", {})
-    lengths = analysis.length_changes(summaries)
-    table = analysis.length_checked(analysis.factor_effects(runs), lengths)
-    supernets = analysis.factor_supernets(runs)
+    try:  # refused before anything is written: e.g. two folders of one recipe and length (pool them instead)
+        lengths = analysis.length_changes(summaries)
+        table = analysis.length_checked(analysis.factor_effects(runs), lengths)
+        supernets = analysis.factor_supernets(runs)
+    except ValueError as e:
+        ap.error(str(e))
     out = repo_path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False)

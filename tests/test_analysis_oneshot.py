@@ -491,6 +491,45 @@ def test_length_change_refuses_two_runs_of_the_same_recipe_and_length_and_bad_ta
         analysis.length_changes({"a": ({k: 1 for k in analysis.POOL_KEYS if k != "lr"}, s)})
 
 
+def test_pooled_length_change_pairs_each_seed_with_its_own_shorter_run():
+    from scipy import stats
+
+    def seeds_from(summary, first):
+        return summary.assign(seed=summary["seed"] + first)
+
+    short_a = _length_summary({"identity": [0.80, 0.70, 0.85], "let": [0.82, 0.74, 0.84]})
+    long_a = _length_summary({"identity": [0.90, 0.78, 0.88], "let": [0.91, 0.83, 0.90]})
+    short_b = seeds_from(_length_summary({"identity": [0.75, 0.60], "let": [0.80, 0.50]}), 5)
+    long_b = seeds_from(_length_summary({"identity": [0.80, 0.70], "let": [0.86, 0.52]}), 5)
+    s, l = _length_params(0.02, 200), _length_params(0.02, 300)
+    t = analysis.length_changes({"short": analysis.pool_summaries([(s, short_a), (s, short_b)]),
+                                 "long": analysis.pool_summaries([(l, long_a), (l, long_b)])})
+    c1 = t.set_index("quantity").loc["C1"]
+    # by hand: C1 per seed short (2, 4, -1, 5, -10), long (1, 5, 2, 6, -18) -> change (-1, 1, 3, 1, -8)
+    change = np.array([-1.0, 1.0, 3.0, 1.0, -8.0])
+    ci = stats.ttest_1samp(change, 0).confidence_interval(0.95)
+    assert c1["seeds"] == 5 and c1["change"] == pytest.approx(change.mean())
+    assert (c1["ci_low"], c1["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert c1["per_seed"].split(", ")[-1] == "6: -8.00"
+
+
+def test_pooled_length_check_refuses_runs_without_a_shorter_run_or_of_other_recipes():
+    s, l = _length_params(0.02, 200), _length_params(0.02, 300)
+    summary = _length_summary({"identity": [0.8, 0.7], "let": [0.8, 0.7]})
+    with pytest.raises(ValueError, match="arm 'let-identity-init' seed 0 is in run 0 and run 1"):
+        analysis.pool_summaries([(s, summary), (s, summary)])
+    with pytest.raises(ValueError, match=r"run 1 differs from run 0 in lr \(0.02 vs 0.05\)"):
+        analysis.pool_summaries([(s, summary), (_length_params(0.05, 200), summary.assign(seed=[7] * len(summary)))])
+    analysis.check_pooled_length(l, {"this run": s, "figures/b": s})  # one recipe, fewer steps: accepted
+    with pytest.raises(ValueError, match="figures/b names no shorter run"):
+        analysis.check_pooled_length(l, {"this run": s, "figures/b": None})
+    with pytest.raises(ValueError, match=r"shorter run of figures/b differs from shorter run of this run in "
+                                         r"steps_per_epoch \(200 vs 100\)"):
+        analysis.check_pooled_length(l, {"this run": s, "figures/b": _length_params(0.02, 100)})
+    with pytest.raises(ValueError, match="the shorter run of this run has 3000 steps, this run 3000"):
+        analysis.check_pooled_length(l, {"this run": l, "figures/b": l})
+
+
 def test_length_checked_verdict_stands_only_when_a_shorter_run_shows_the_effect_settled():
     table = pd.DataFrame([
         {"run": "l", "arm": "a", "claim": "C1", "verdict": "not reproduced"},

@@ -72,3 +72,30 @@ def test_command_checks_each_verdict_against_the_shorter_run_of_the_same_recipe(
     assert t.loc[str(tmp_path / "long"), "checked_verdict"] == "not reproduced"
     assert t.loc[str(tmp_path / "short"), "checked_verdict"] == "uninformative at this scale"
     assert "| +2.0 |" in out.with_suffix(".md").read_text()
+
+
+def test_a_pooled_run_stands_for_all_its_pooled_seeds(tmp_path, capsys):
+    _write_run(tmp_path / "short", 0.02, (1.7, -10.7, 14.2), steps_per_epoch=150)
+    _write_run(tmp_path / "long", 0.02, (3.8, -4.9, 12.5), steps_per_epoch=300, let_acc=0.72)
+    _write_run(tmp_path / "more", 0.02, (0.5, -3.0, 4.0), steps_per_epoch=300, let_acc=0.72)
+    more = tmp_path / "more"
+    record = json.loads((more / "02_supernet_stability.run.json").read_text())
+    record["parameters"]["pool_with"] = [str(tmp_path / "long")]
+    (more / "02_supernet_stability.run.json").write_text(json.dumps(record))
+    summary = pd.read_csv(more / "02_oneshot_summary.csv")
+    summary.assign(seed=summary["seed"] + 10).to_csv(more / "02_oneshot_summary.csv", index=False)
+    pooled = pd.DataFrame([{"arm": "let-identity-init", "claim": "C1", "estimate": 2.0, "ci_low": -1.0,
+                            "ci_high": 5.0, "seeds": 6}])
+    pooled.to_csv(more / "02_pooled_effects.csv", index=False)
+    gates = pd.read_csv(more / "02_gates.csv")
+    gates.to_csv(more / "02_pooled_gates.csv", index=False)
+    analysis.claim_verdicts(pooled, gates).to_csv(more / "02_pooled_verdicts.csv", index=False)
+    out = tmp_path / "factors"
+    with pytest.raises(SystemExit):  # the pooled run's own recipe and length twice: nothing to compare
+        figure1_factors.main([str(tmp_path / "long"), str(more), "--out", str(out)])
+    assert "have the same recipe and length" in capsys.readouterr().err and not out.with_suffix(".csv").exists()
+    assert figure1_factors.main([str(tmp_path / "short"), str(more), "--out", str(out)]) == 0
+    t = pd.read_csv(out.with_suffix(".csv")).set_index("run")
+    assert t.loc[str(more), "seeds"] == 6 and t.loc[str(more), "estimate"] == 2.0  # the pooled effects
+    lengths = pd.read_csv(out.with_name("factors_length.csv")).set_index("quantity")
+    assert lengths.loc["C1", "seeds"] == 3  # only seeds 0-2 ran at both lengths

@@ -114,6 +114,31 @@ def test_a_longer_run_checks_its_verdicts_against_the_shorter_run_of_the_same_re
     assert checked["length_reason"].str.contains("too few seeds").all()
 
 
+def test_pooled_seeds_are_length_checked_each_against_its_own_shorter_run(smoke_run, tmp_path):
+    plan, _ = smoke_run
+
+    def run(name, *overrides):
+        p = reproduce.plan_run("smoke", only=["2"], output=tmp_path / name, cache=plan.cache,
+                               overrides=["arms=['calibrated']", *overrides])
+        summary = reproduce.run(p, log=lambda m: None)
+        assert summary["status"].tolist() == ["ok"], summary["error"].tolist()
+        return p.figures
+
+    longer = run("longer", "steps_per_epoch=4", f"shorter_run='{plan.figures}'")
+    shorter7 = run("shorter7", "seeds=[7]")
+    pooled = run("pooled7", "seeds=[7]", "steps_per_epoch=4", f"shorter_run='{shorter7}'", f"pool_with=['{longer}']")
+    lengths = pd.read_csv(pooled / "02_pooled_length.csv").set_index("quantity")
+    own = pd.concat([pd.read_csv(f / "02_length.csv") for f in (longer, pooled)]).set_index("quantity")
+    for quantity in ("C1", "C2", "C3", "identity level"):  # the pooled per-seed changes are each run's own
+        assert lengths.loc[quantity, "seeds"] == len(plan.parameters["02_supernet_stability"]["seeds"]) + 1
+        assert sorted(lengths.loc[quantity, "per_seed"].split(", ")) == sorted(
+            ", ".join(own.loc[[quantity], "per_seed"]).split(", "))
+    checked = pd.read_csv(pooled / "02_pooled_checked_verdicts.csv")
+    assert set(checked["claim"]) == {"C1", "C2", "C3"} and checked["length_reason"].str.contains("changed").all()
+    record = json.loads((pooled / "02_supernet_stability.run.json").read_text())["results"]["pooled"]
+    assert record["verdicts"]["calibrated"] == dict(zip(checked["claim"], checked["checked_verdict"]))
+
+
 def test_more_seeds_of_the_same_recipe_pool_with_an_earlier_run(smoke_run, tmp_path):
     plan, _ = smoke_run
     earlier = plan.parameters["02_supernet_stability"]

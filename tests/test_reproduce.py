@@ -126,6 +126,26 @@ def test_a_length_check_against_another_recipe_or_a_longer_run_is_refused_at_pla
     assert plan.parameters["02_supernet_stability"]["shorter_run"] == str(shorter)
 
 
+def test_a_pooled_length_check_needs_every_pooled_run_to_name_a_shorter_run_of_one_recipe(tmp_path):
+    shorter = _notebook2_record(tmp_path / "shorter", steps_per_epoch=1)
+    no_shorter = _notebook2_record(tmp_path / "no_shorter", seeds=[5])
+    with pytest.raises(ParameterError, match=r"no_shorter names no shorter run; .*every pooled run needs its own"):
+        plan_run("smoke", only=["2"], overrides=[f"02:shorter_run={shorter}", f"02:pool_with=['{no_shorter}']"])
+    other_length = _notebook2_record(tmp_path / "other_length", steps_per_epoch=2)
+    pooled = _notebook2_record(tmp_path / "pooled", seeds=[5], shorter_run=str(other_length))
+    with pytest.raises(ParameterError, match=r"differs from shorter run of this run in steps_per_epoch \(1 vs 2\)"):
+        plan_run("smoke", only=["2"], overrides=[f"02:shorter_run={shorter}", f"02:pool_with=['{pooled}']"])
+    gone = _notebook2_record(tmp_path / "gone", seeds=[5], shorter_run=str(tmp_path / "deleted"))
+    with pytest.raises(ParameterError, match=r"deleted is not a finished run"):
+        plan_run("smoke", only=["2"], overrides=[f"02:shorter_run={shorter}", f"02:pool_with=['{gone}']"])
+    good = _notebook2_record(tmp_path / "good", seeds=[5], shorter_run=str(_notebook2_record(
+        tmp_path / "good_shorter", seeds=[5], steps_per_epoch=1)))
+    plan = plan_run("smoke", only=["2"], overrides=[f"02:shorter_run={shorter}", f"02:pool_with=['{good}']"])
+    assert plan.parameters["02_supernet_stability"]["pool_with"] == [str(good)]
+    # without shorter_run, pooling asks nothing of the pooled runs' length checks
+    plan_run("smoke", only=["2"], overrides=[f"02:pool_with=['{no_shorter}']"])
+
+
 def test_every_profile_gives_values_the_rules_accept():
     for profile in PROFILES:
         for nb, params in plan_run(profile, device="cpu").parameters.items():
