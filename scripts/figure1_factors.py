@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             runs[folder], summaries[folder] = _read(folder)
         except (FileNotFoundError, ValueError) as e:
             ap.error(str(e))
-        records[folder] = json.loads((repo_path(folder) / f"{NOTEBOOK}.run.json").read_text()).get("versions", {})
+        record = json.loads((repo_path(folder) / f"{NOTEBOOK}.run.json").read_text())
+        records[folder] = {**record.get("versions", {}), "pool_with": record["parameters"].get("pool_with") or []}
     try:  # refused before anything is written: e.g. two folders of one recipe and length (pool them instead)
         lengths = analysis.length_changes(summaries)
         table = analysis.length_checked(analysis.factor_effects(runs), lengths)
@@ -115,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
              "gain said.", "", markdown_table(_supernet_columns(supernets)), "", "Runs:", ""]
     for folder, v in records.items():
         lines.append(f"- `{folder}`: commit {v.get('git_commit')}, {v.get('cpu')} ({v.get('cpu_capability')}), "
-                     f"{v.get('torch_threads')} threads, torch {v.get('torch')}")
+                     f"{v.get('torch_threads')} threads, torch {v.get('torch')}"
+                     + (f"; its seeds pooled with {', '.join(f'`{f}`' for f in v['pool_with'])} (the row shows all)"
+                        if v["pool_with"] else ""))
     text = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(text)
     print(text)

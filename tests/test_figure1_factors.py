@@ -99,3 +99,4 @@ def test_a_pooled_run_stands_for_all_its_pooled_seeds(tmp_path, capsys):
     assert t.loc[str(more), "seeds"] == 6 and t.loc[str(more), "estimate"] == 2.0  # the pooled effects
     lengths = pd.read_csv(out.with_name("factors_length.csv")).set_index("quantity")
     assert lengths.loc["C1", "seeds"] == 3  # only seeds 0-2 ran at both lengths
+    assert f"its seeds pooled with `{tmp_path / 'long'}` (the row shows all)" in out.with_suffix(".md").read_text()
