@@ -3,12 +3,14 @@
     .venv/bin/python scripts/figure1_factors.py figures figures/lr0.02 ... [--out figures/02_factors]
 
 Each FOLDER is a finished run of notebook 2 (its run record and ``02_effects``, ``02_verdicts``, ``02_gates``
-tables); a run that pooled earlier runs' seeds (``pool_with``) stands for all its pooled seeds. ``analysis.factor_effects`` puts every arm and claim of every run in one table, with a column for
-each recipe parameter whose value differs between the runs (learning rate, steps, ...). Writes ``<out>.csv``,
+tables); a run that pooled earlier runs' seeds (``pool_with``) stands for all its pooled seeds.
+``analysis.factor_effects`` puts every arm and claim of every run in one table, with a column for each recipe
+parameter whose value differs between the runs (learning rate, steps, ...). Writes ``<out>.csv``,
 ``<out>_supernets.csv`` (every supernet's accuracy and last-part gain per run), ``<out>_length.csv`` (how each
 effect and level moved between runs that differ only in length, ``analysis.length_changes``; the main table's
-``checked_verdict`` keeps a verdict only where that check passed), ``<out>.md`` (both tables plus each run's commit, CPU, instruction set and thread count) and ``<out>.png|pdf``
-(one forest per claim, one row per run and arm, the paper's effect dashed), and prints the markdown.
+``checked_verdict`` keeps a verdict only where that check passed), ``<out>.md`` (both tables plus each run's
+commit, CPU, instruction set and thread count) and ``<out>.png|pdf`` (one forest per claim, one row per run and
+arm, the paper's effect dashed), and prints the markdown.
 """
 from __future__ import annotations
 
