@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             runs[folder], summaries[folder] = _read(folder)
         except (FileNotFoundError, ValueError) as e:
             ap.error(str(e))
-        record = json.loads((repo_path(folder) / f"{NOTEBOOK}.run.json").read_text())
-        records[folder] = {**record.get("versions", {}), "pool_with": record["parameters"].get("pool_with") or []}
+        versions = json.loads((repo_path(folder) / f"{NOTEBOOK}.run.json").read_text()).get("versions", {})
+        records[folder] = {**versions, "pool_with": runs[folder][0].get("pool_with") or []}
     try:  # refused before anything is written: e.g. two folders of one recipe and length (pool them instead)
         lengths = analysis.length_changes(summaries)
         table = analysis.length_checked(analysis.factor_effects(runs), lengths)
