@@ -101,8 +101,12 @@ def test_oneshot_effects_are_paired_differences_in_points():
         boot = paired_bootstrap(diffs, n_resamples=999)
         assert row["effect"] == spec["effect"] and row["seeds"] == 4
         assert row["estimate"] == pytest.approx(diffs.mean())
-        # Student's t interval over the 4 paired seeds, by hand
-        half = stats.t.ppf(0.975, 3) * diffs.std(ddof=1) / 2
+        # Student's t interval over the 4 paired seeds, by hand (C3, a share: at least one event's variance)
+        var = diffs.var(ddof=1)
+        if claim == "C3":
+            paths = int(summ["n_paths"].min().min())
+            var = max(var, 1e4 * (2 / (4 * paths + 2)) * (1 - 1 / (4 * paths + 2)) / paths)
+        half = stats.t.ppf(0.975, 3) * np.sqrt(var) / 2
         assert (row["ci_low"], row["ci_high"]) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
         assert (row["boot_low"], row["boot_high"]) == pytest.approx((boot["low"], boot["high"]))
         assert row["sd_seeds"] == pytest.approx(diffs.std(ddof=1))
@@ -556,3 +560,49 @@ def test_length_checked_verdict_stands_only_when_a_shorter_run_shows_the_effect_
     assert "excludes 0" in t.loc[2, "length_reason"]  # C2 has no paper size: its change must include 0
     assert "no shorter run" in t.loc[3, "length_reason"]
     assert t["verdict"].tolist() == table["verdict"].tolist()  # each run's own verdict kept beside
+
+
+def test_a_share_that_is_zero_in_every_seed_keeps_the_uncertainty_of_one_far_below_path():
+    # 4 seeds, 108 paths, no far-below path in any supernet: the sample variance is 0, the floor is one event
+    # in 4 * 108 paths of each kind (add-one), by hand
+    p = 1 / (4 * 108 + 2)
+    floor = 2 * p * (1 - p) / 108
+    assert analysis.share_variance_floor(108, 4) == pytest.approx(floor)
+    out = analysis.paired_t_interval([0.0, 0.0, 0.0, 0.0], var_floor=1e4 * floor)
+    half = stats.t.ppf(0.975, 3) * np.sqrt(1e4 * floor / 4)
+    assert (out["low"], out["high"]) == pytest.approx((-half, half))
+    assert (out["rerun_low"], out["rerun_high"]) == pytest.approx((-half * np.sqrt(2), half * np.sqrt(2)))
+    plain = analysis.paired_t_interval([0.0, 0.0, 0.0, 0.0])
+    assert plain["low"] == plain["high"] == plain["rerun_high"] == 0.0  # what the floor is for
+    with pytest.raises(ValueError, match="n_paths >= 1"):
+        analysis.share_variance_floor(0, 4)
+
+
+def test_the_share_floor_restores_rerun_coverage_for_rare_far_below_paths_and_leaves_common_ones_alone():
+    # Independent paths, each far below with probability q in every supernet; a rerun draws fresh supernets.
+    rng = np.random.default_rng(1)
+    paths, seeds, reps = 108, 4, 3000
+
+    def coverage(q, floored):
+        hits = 0
+        for _ in range(reps):
+            first = rng.binomial(paths, q, (2, seeds)) / paths
+            rerun = rng.binomial(paths, q, (2, seeds)) / paths
+            floor = 1e4 * analysis.share_variance_floor(paths, seeds) if floored else 0.0
+            t = analysis.paired_t_interval(100 * (first[0] - first[1]), var_floor=floor)
+            hits += t["rerun_low"] <= 100 * (rerun[0] - rerun[1]).mean() <= t["rerun_high"]
+        return hits / reps
+
+    assert coverage(0.002, False) < 0.9  # all-zero seeds happen often: a zero-width interval
+    assert coverage(0.002, True) >= 0.94
+    assert 0.93 <= coverage(0.05, True) <= 0.965  # events seen: the floor does not bind
+
+
+def test_c3_effects_carry_the_share_floor_and_c1_does_not():
+    rng = np.random.default_rng(2)
+    rows = [_scores(rng, np.full(108, 0.9), 800, arm="a", mode=m, seed=s) for s in range(4) for m in ("identity", "let")]
+    e = oneshot_effects(pd.concat(rows), n_resamples=99).set_index("claim")
+    assert e.loc["C3", "estimate"] == 0.0 and e.loc["C3", "sd_seeds"] == 0.0
+    half = stats.t.ppf(0.975, 3) * np.sqrt(1e4 * analysis.share_variance_floor(108, 4) / 4)
+    assert (e.loc["C3", "ci_low"], e.loc["C3", "ci_high"]) == pytest.approx((-half, half))
+    assert "at least one event" in e.loc["C3", "interval"] and e.loc["C1", "interval"] == "paired t over seeds"
