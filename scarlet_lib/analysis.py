@@ -1041,8 +1041,9 @@ def length_changes(runs: Mapping[str, tuple[Mapping, pd.DataFrame]],
     (epochs x steps per epoch) are ordered by length; for each consecutive pair, each arm both ran and each
     quantity (claims C1-C3 as LET - identity, and the mean one-shot accuracy of the identity and LET
     supernets), the per-seed change longer - shorter is paired over the seeds both ran, with
-    ``paired_t_interval``. Under a schedule that decays to 0 the last part of a run moves little by
-    construction, so this change, not the last-part gain, says whether more training would move a reading.
+    ``paired_t_interval`` (for the share C3, with at least twice ``share_variance_floor``'s variance). Under
+    a schedule that decays to 0 the last part of a run moves little by construction, so this change, not
+    the last-part gain, says whether more training would move a reading.
     ``stable`` (claims with an entry in ``tolerance`` only, given in ``tolerance``): the interval lies within
     +-tolerance, i.e. the longer schedule could not have moved the effect by that much; NaN otherwise.
 
@@ -1052,7 +1053,8 @@ def length_changes(runs: Mapping[str, tuple[Mapping, pd.DataFrame]],
     values, factors = _run_factors({k: (p, None, None, None) for k, (p, _) in runs.items()}, check_tables=False)
     others = [f for f in factors if f != "steps"]
     for label, (_, summary) in runs.items():
-        _require(summary, ["arm", "identity_mode", "seed", "epoch", "mean_acc", "excess_sd", "far_below_share"],
+        _require(summary, ["arm", "identity_mode", "seed", "epoch", "n_paths", "mean_acc", "excess_sd",
+                           "far_below_share"],
                  f"run {label!r} one-shot summary")
     groups: dict = {}
     for label in runs:
@@ -1070,7 +1072,13 @@ def length_changes(runs: Mapping[str, tuple[Mapping, pd.DataFrame]],
                 for quantity in [q for q in after if q in before]:
                     b, a = before[quantity], after[quantity]
                     change = (a - b).dropna()
-                    t = paired_t_interval(change.to_numpy(), confidence=confidence)
+                    floor = 0.0
+                    if CLAIMS.get(quantity, {}).get("share") and len(change):
+                        # a change of a share difference: two share differences, twice the floor of one
+                        paths = min(int(runs[r][1].loc[runs[r][1]["arm"] == arm, "n_paths"].min())
+                                    for r in (short, long))
+                        floor = 2e4 * share_variance_floor(paths, len(change))
+                    t = paired_t_interval(change.to_numpy(), confidence=confidence, var_floor=floor)
                     low, high = (t["low"], t["high"]) if t["n"] >= 3 else (np.nan, np.nan)
                     tol = tolerance.get(quantity)
                     stable = (bool(-tol <= low and high <= tol) if tol is not None and np.isfinite(low)

@@ -444,7 +444,8 @@ def _length_summary(levels: dict, arm="let-identity-init", last_epoch=9) -> pd.D
     for mode, accs in levels.items():
         for seed, acc in enumerate(accs):
             for epoch, shift in ((last_epoch - 2, -0.05), (last_epoch, 0.0)):  # only the last epoch is read
-                rows.append({"arm": arm, "identity_mode": mode, "seed": seed, "epoch": epoch, "mean_acc": acc + shift,
+                rows.append({"arm": arm, "identity_mode": mode, "seed": seed, "epoch": epoch, "n_paths": 108,
+                             "mean_acc": acc + shift,
                              "excess_sd": 0.03 if mode == "identity" else 0.02, "far_below_share": 0.0})
     return pd.DataFrame(rows)
 
@@ -475,6 +476,10 @@ def test_length_change_pairs_seeds_between_runs_that_differ_only_in_length():
     assert ident["change"] == pytest.approx(100 * np.mean([0.10, 0.08, 0.03, 0.05]))
     assert np.isnan(t.set_index("quantity").loc["C2", "stable"])  # no paper effect size: no stability call
     assert t.set_index("quantity").loc["C2", "change"] == pytest.approx(0.0)
+    # C3 is 0 in every supernet: its change is credited with two share differences' floor, not zero width
+    c3 = t.set_index("quantity").loc["C3"]
+    half = stats.t.ppf(0.975, 3) * np.sqrt(2e4 * analysis.share_variance_floor(108, 4) / 4)
+    assert c3["change"] == 0.0 and (c3["ci_low"], c3["ci_high"]) == pytest.approx((-half, half))
 
 
 def test_length_change_calls_an_effect_that_moves_by_half_the_paper_effect_unstable():
@@ -600,7 +605,8 @@ def test_the_share_floor_restores_rerun_coverage_for_rare_far_below_paths_and_le
 
 def test_c3_effects_carry_the_share_floor_and_c1_does_not():
     rng = np.random.default_rng(2)
-    rows = [_scores(rng, np.full(108, 0.9), 800, arm="a", mode=m, seed=s) for s in range(4) for m in ("identity", "let")]
+    rows = [_scores(rng, np.full(108, 0.9), 800, arm="a", mode=m, seed=s)
+            for s in range(4) for m in ("identity", "let")]
     e = oneshot_effects(pd.concat(rows), n_resamples=99).set_index("claim")
     assert e.loc["C3", "estimate"] == 0.0 and e.loc["C3", "sd_seeds"] == 0.0
     half = stats.t.ppf(0.975, 3) * np.sqrt(1e4 * analysis.share_variance_floor(108, 4) / 4)

@@ -28,7 +28,7 @@ def _write_run(folder: Path, lr: float, c1: tuple[float, float, float], steps_pe
     effects.to_csv(folder / "02_effects.csv", index=False)
     gates.to_csv(folder / "02_gates.csv", index=False)
     analysis.claim_verdicts(effects, gates).to_csv(folder / "02_verdicts.csv", index=False)
-    summary = pd.DataFrame([{"arm": "let-identity-init", "identity_mode": m, "seed": s, "epoch": 9,
+    summary = pd.DataFrame([{"arm": "let-identity-init", "identity_mode": m, "seed": s, "epoch": 9, "n_paths": 108,
                              "mean_acc": (let_acc if m == "let" else 0.7) + 0.01 * s, "excess_sd": 0.02,
                              "far_below_share": 0.0} for m in ("identity", "let") for s in range(3)])
     summary.to_csv(folder / "02_oneshot_summary.csv", index=False)
