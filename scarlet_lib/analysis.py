@@ -813,16 +813,26 @@ def choice_similarity_pairs(features: Mapping, samples: str = "positions") -> pd
 __all__ += ["PAPER_EFFECTS", "POOL_KEYS", "pool_seed_runs", "pool_summaries", "seeds_for_power", "power_table"]
 
 # Notebook-2 parameters that define what a seed measures; runs are pooled only when all of them agree.
-POOL_KEYS = ("dataset", "difficulty", "data_root", "image_size", "width", "space", "epochs", "steps_per_epoch",
+POOL_KEYS = ("dataset", "difficulty", "stream_labels", "data_root", "image_size", "width", "space", "epochs", "steps_per_epoch",
              "batch_size", "lr", "warmup_steps", "zero_init_residual", "let_init", "reduction", "eval_paths",
              "eval_images", "eval_every", "far_below_points", "plateau_fraction", "plateau_tolerance")
+
+
+# Recipe parameters added after runs were recorded, with the value those earlier runs used.
+_ADDED_LATER = {"stream_labels": "balanced"}
+
+
+def _recipe_param(params: Mapping, key: str):
+    """A recipe parameter of a run record; a parameter added later reads as the value earlier runs used."""
+    return params.get(key, _ADDED_LATER.get(key))
 
 
 def _check_one_recipe(params: Mapping[str, Mapping], what: str = "run") -> None:
     """Raise, naming the parameter and both values, unless every run's ``POOL_KEYS`` parameters agree."""
     (first_label, first), *rest = params.items()
     for label, p in rest:
-        differ = [f"{k} ({first.get(k)!r} vs {p.get(k)!r})" for k in POOL_KEYS if first.get(k) != p.get(k)]
+        differ = [f"{k} ({_recipe_param(first, k)!r} vs {_recipe_param(p, k)!r})" for k in POOL_KEYS
+                  if _recipe_param(first, k) != _recipe_param(p, k)]
         if differ:
             raise ValueError(f"{what} {label} differs from {what} {first_label} in {', '.join(differ)}; only runs of "
                              "one recipe (the parameters in analysis.POOL_KEYS) can be pooled")
@@ -936,7 +946,7 @@ def _factor_value(params: Mapping, key: str):
     """A recipe parameter as the factor tables show it (``steps`` = epochs x steps per epoch)."""
     if key == "steps":
         return int(params["epochs"]) * int(params["steps_per_epoch"])
-    return params.get(key)
+    return _recipe_param(params, key)
 
 
 def _run_factors(runs: Mapping[str, tuple], check_tables: bool = True) -> tuple[dict, list[str]]:
@@ -948,7 +958,7 @@ def _run_factors(runs: Mapping[str, tuple], check_tables: bool = True) -> tuple[
         raise ValueError("a factor table needs at least one run")
     keys = [k for k in POOL_KEYS if k not in ("epochs", "steps_per_epoch")] + ["steps"]
     for label, (params, effects, verdicts, gates) in runs.items():
-        missing = [k for k in POOL_KEYS if k not in params]
+        missing = [k for k in POOL_KEYS if k not in params and k not in _ADDED_LATER]
         if missing:
             raise ValueError(f"run {label!r}: its parameters lack {missing}; is it a run of notebook 2?")
         if not check_tables:

@@ -13,7 +13,7 @@ import torch
 
 from .blocks import LET_INITS
 from .checkpoints import check_output_dir
-from .data import DataError, GRATING_DIFFICULTIES, get_data
+from .data import DataError, GRATING_DIFFICULTIES, STREAM_LABELS, get_data
 from .distributed import init_from_env
 from .fair import REDUCTIONS
 from .models import CheckpointError
@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--stream", action="store_true", help="gratings: fresh images every step")
         s.add_argument("--difficulty", default="standard", choices=tuple(GRATING_DIFFICULTIES),
                        help="gratings: preset of data.GRATING_DIFFICULTIES")
+        s.add_argument("--stream-labels", default="balanced", choices=STREAM_LABELS,
+                       help="gratings --stream: each batch's labels, the same class mix (balanced) or independent (iid)")
         s.add_argument("--download", action="store_true")
         s.add_argument("--workers", type=int, default=0)
         s.add_argument("--epochs", type=int, default=1)
@@ -88,7 +90,8 @@ def supernet_recipe_from_args(a: argparse.Namespace):
     m = 13 if space == "se" else 7
     lr = a.lr if a.lr is not None else SUPERNET_DEFAULTS["lr"] / (m if a.reduction == "sum" else 1)
     return SupernetRecipe(identity_mode=a.identity_mode, seed=a.seed, space=space, width=float(a.width),
-                          dataset=a.dataset, difficulty=a.difficulty, data_root=a.root or "",
+                          dataset=a.dataset, difficulty=a.difficulty, stream_labels=a.stream_labels,
+                          data_root=a.root or "",
                           image_size=a.image_size or 32,
                           batch_size=a.batch_size, lr=float(lr), warmup_steps=a.warmup_steps, epochs=a.epochs,
                           steps_per_epoch=a.steps_per_epoch or 0, zero_init_residual=a.zero_init_residual == "yes",
@@ -112,6 +115,9 @@ def _check_args(a: argparse.Namespace):
     if a.lr is not None:
         _check_number("--lr", a.lr, 0.0, 10.0, closed_low=False)
     _check_number("--width", a.width, 0.0, 4.0, closed_low=False)
+    if a.stream_labels != "balanced" and not (a.dataset == "gratings" and a.stream):
+        raise ValueError(f"--stream-labels {a.stream_labels} needs --dataset gratings --stream (it draws the labels "
+                         "of each fresh batch); other datasets draw batches by shuffling")
     if a.device is not None:
         resolve_device(a.device)  # an unknown device or CUDA without CUDA: a clear error, not an AssertionError
     recipe = None
@@ -151,8 +157,8 @@ def _run(a: argparse.Namespace, recipe) -> int:
     holdout = None if a.holdout is None else (int(a.holdout) if a.holdout >= 1 else a.holdout)
     data = get_data(a.dataset, root=a.root, image_size=a.image_size, batch_size=a.batch_size, holdout=holdout,
                     seed=a.seed, stream=a.stream, download=a.download, num_workers=a.workers,
-                    **({"num_train": a.num_train, "difficulty": a.difficulty, "num_heldout": a.eval_images or 2000}
-                       if a.dataset == "gratings" else {}))
+                    **({"num_train": a.num_train, "difficulty": a.difficulty, "num_heldout": a.eval_images or 2000,
+                        "stream_labels": a.stream_labels} if a.dataset == "gratings" else {}))
     progress = not a.no_progress
     if a.command == "supernet":
         recipe = recipe.replace(image_size=data.image_size)

@@ -54,6 +54,7 @@ from .seeds import derive_seed
 __all__ = [
     "DATASETS", "DataError", "UnreadableImage", "DataBundle", "get_data", "read_image", "image_header_problem",
     "scan_image_folder", "describe_unreadable", "SkipUnreadable", "generate_gratings", "GratingSpec", "GRATING_DIFFICULTIES",
+    "STREAM_LABELS",
     "grating_spec", "GratingDataset", "EpochBatchSampler",
     "check_input_size", "min_image_size", "default_data_root", "derive_seed", "holdout_split",
 ]
@@ -208,6 +209,13 @@ class GratingSpec:
 # stays clearly below 100%; "easy" (less jitter and noise, more contrast): supernets reach a plateau well
 # above chance within the cpu-long budget; "hard" (the first version): small CNNs learn it, supernets need
 # far longer.
+# How the labels of one batch of the gratings stream are drawn. "balanced": every class equally often as far as
+# the batch allows (at batch 16: classes 0-9 once and 0-5 twice), shuffled; every batch has the same class mix.
+# "iid": each label uniform and independent. With the fixed mix, train-mode BatchNorm lets a network read a
+# sample's class from the batch it sits in: the running training accuracy then overstates what the network does
+# on batches of any other mix (docs/lab_notes.md, "The stream's fixed class mix").
+STREAM_LABELS = ("balanced", "iid")
+
 GRATING_DIFFICULTIES: dict[str, GratingSpec] = {
     "easy": GratingSpec(orientation_jitter=4.0, frequency_jitter=0.04, contrast=(0.35, 0.50), noise=0.04),
     "standard": GratingSpec(),
@@ -407,6 +415,7 @@ class DataBundle:
     seed: int
     calib_batches: list = field(repr=False, default_factory=list)
     stream_steps: int | None = None  # steps per epoch of a fresh-image stream (gratings, stream=True)
+    stream_labels: str = "balanced"  # how each stream batch's labels are drawn (STREAM_LABELS)
     grating_spec: GratingSpec | None = None  # gratings only: what the stream generates
     num_workers: int = 0
     eval_batch_size: int = 256
@@ -445,8 +454,13 @@ class DataBundle:
         if self.batch_size % world_size:
             raise DataError(f"global batch {self.batch_size} must be a multiple of the world size {world_size}")
         for step in range(start, self.stream_steps):
+            labels = None  # generate_gratings' own: the balanced mix
+            if self.stream_labels == "iid":
+                g = torch.Generator().manual_seed(derive_seed("stream-labels", order_seed, epoch, step))
+                classes = _NUM_ORIENT * len((self.grating_spec or grating_spec("standard")).bands)
+                labels = torch.randint(0, classes, (self.batch_size,), generator=g)
             images, labels = generate_gratings(self.batch_size, self.image_size,
-                                               derive_seed("stream", order_seed, epoch, step),
+                                               derive_seed("stream", order_seed, epoch, step), labels=labels,
                                                difficulty=self.grating_spec or "standard")
             yield GratingDataset.normalise(images[rank::world_size]), labels[rank::world_size]
 
@@ -464,7 +478,7 @@ def get_data(name: str = "gratings", root: str | os.PathLike | None = None, imag
              small_input: bool | None = None, num_train: int = 10000, num_heldout: int = 2000,
              stream: bool = False, calib_batches: int = 4, download: bool = False, num_workers: int = 0,
              augment: bool = True, difficulty: str | GratingSpec = "standard",
-             check_images: bool = True) -> DataBundle:
+             check_images: bool = True, stream_labels: str = "balanced") -> DataBundle:
     """Load a dataset by name and return a :class:`DataBundle`.
 
     Args:
@@ -488,10 +502,17 @@ def get_data(name: str = "gratings", root: str | os.PathLike | None = None, imag
         check_images: image folders: check every file's header up front and leave unreadable ones out
             (one warning names them); False skips the check. Either way an image that fails when read is
             skipped and named (see the module docstring).
+        stream_labels: gratings stream only: how each batch's labels are drawn, ``STREAM_LABELS``
+            ("balanced": the same class mix in every batch; "iid": independent uniform labels).
     """
     key = str(name).lower().replace("-", "").replace("_", "")
     if key not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; accepted: {list(DATASETS)}")
+    if stream_labels not in STREAM_LABELS:
+        raise DataError(f"stream_labels={stream_labels!r} is not accepted; accepted: {STREAM_LABELS}")
+    if stream_labels != "balanced" and not (key == "gratings" and stream):
+        raise DataError(f"stream_labels={stream_labels!r} applies to the gratings stream only (stream=True); "
+                        f"{name!r} batches without a stream are drawn by shuffling the training images")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
     root = Path(root) if root is not None else default_data_root()
@@ -513,7 +534,8 @@ def get_data(name: str = "gratings", root: str | os.PathLike | None = None, imag
         if steps is not None and steps < 1:
             raise DataError(f"num_train {num_train} gives no step of batch {batch_size}")
         return DataBundle("gratings", train, heldout, 10, calib_batches=_calibration_batches(
-            train, batch_size, calib_batches, seed), stream_steps=steps, grating_spec=spec, **common)
+            train, batch_size, calib_batches, seed), stream_steps=steps, grating_spec=spec,
+            stream_labels=stream_labels, **common)
 
     if stream:
         raise DataError("stream=True exists only for the generated 'gratings' dataset")

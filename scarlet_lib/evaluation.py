@@ -17,7 +17,7 @@ from torch import nn
 from .blocks import batch_norms
 from .space import NUM_LAYERS
 
-__all__ = ["recalibrate_bn", "accuracy", "evaluate_path", "SupernetEvaluator", "score_paths"]
+__all__ = ["recalibrate_bn", "accuracy", "evaluate_path", "batch_stat_accuracy", "SupernetEvaluator", "score_paths"]
 
 
 @torch.no_grad()
@@ -60,6 +60,29 @@ def accuracy(forward: Callable[[torch.Tensor], torch.Tensor], batches: Iterable,
     if total == 0:
         raise ValueError("no evaluation batches")
     return tuple((correct.double() / total).tolist())
+
+
+@torch.no_grad()
+def batch_stat_accuracy(supernet, arch, batches: Iterable, device=None) -> float:
+    """Top-1 of ``arch`` with train-mode BatchNorm: each batch normalised by its own statistics.
+
+    What the running training accuracy measures (there on the batch before the update), without updating
+    any weight or running statistic. Set beside ``evaluate_path`` it shows how much a path's accuracy depends
+    on which images share its batch (``scripts/bn_batch_mix.py``).
+    """
+    bns = batch_norms(supernet)
+    saved = [(m.momentum, m.training) for m in bns]
+    counts = {k: v.clone() for k, v in supernet.state_dict().items() if "num_batches" in k}
+    try:
+        for m in bns:
+            m.train()
+            m.momentum = 0.0  # running statistics stay as they are
+        return accuracy(lambda x: supernet(x, arch), batches, device)[0]
+    finally:
+        for m, (mom, tr) in zip(bns, saved):
+            m.momentum = mom
+            m.train(tr)
+        supernet.load_state_dict(counts, strict=False)
 
 
 def evaluate_path(supernet, arch, calib_batches: Iterable, eval_batches: Iterable, device=None) -> float:

@@ -39,12 +39,12 @@ ARMS = ["paper", "calibrated", "let-identity-init"]
 
 # Supernet recipe fields (``recipes.SupernetRecipe``) of the calibrated arm, plus how many worker processes
 # train independent supernets (one thread each).
-_SUPERNET_SMOKE = dict(dataset="gratings", difficulty="standard", data_root="", image_size=32, width=0.25, space="no_se", epochs=1,
+_SUPERNET_SMOKE = dict(dataset="gratings", difficulty="standard", stream_labels="balanced", data_root="", image_size=32, width=0.25, space="no_se", epochs=1,
                        steps_per_epoch=3, batch_size=8, lr=0.05, warmup_steps=0, zero_init_residual=True,
                        let_init="he", reduction="per_weight", eval_paths=9, eval_images=64, eval_every=1, processes=2)
 # batch 16 and 32 at lr 0.05 learned about as much per image (figures/calibration_supernets.md); batch 16 gives
 # twice the steps per image, lr 0.1 at batch 16 and lr 0.05 at batch 8 stalled at chance in exploratory runs
-_SUPERNET_CPU = dict(dataset="gratings", difficulty="standard", data_root="", image_size=32, width=0.25, space="no_se", epochs=3,
+_SUPERNET_CPU = dict(dataset="gratings", difficulty="standard", stream_labels="balanced", data_root="", image_size=32, width=0.25, space="no_se", epochs=3,
                      steps_per_epoch=80, batch_size=16, lr=0.05, warmup_steps=20, zero_init_residual=True,
                      let_init="he", reduction="per_weight", eval_paths=108, eval_images=1000, eval_every=3,
                      processes=2)
@@ -55,7 +55,7 @@ _SUPERNET_CPU = dict(dataset="gratings", difficulty="standard", data_root="", im
 # last fifth (docs/lab_notes.md); dropping the epoch-4 score pays for part of the longer training.
 _SUPERNET_CPU_LONG = dict(_SUPERNET_CPU, difficulty="easy", epochs=10, steps_per_epoch=150, eval_images=800,
                           eval_every=8)
-_SUPERNET_GPU = dict(dataset="cifar10", difficulty="standard", data_root="", image_size=32, width=1.0, space="se", epochs=60,
+_SUPERNET_GPU = dict(dataset="cifar10", difficulty="standard", stream_labels="balanced", data_root="", image_size=32, width=1.0, space="se", epochs=60,
                      steps_per_epoch=0, batch_size=128, lr=0.05, warmup_steps=0, zero_init_residual=True,
                      let_init="he", reduction="per_weight", eval_paths=108, eval_images=5000, eval_every=10,
                      processes=1)

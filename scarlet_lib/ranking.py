@@ -111,7 +111,8 @@ def standalone_data(recipe, data_seed: int = 0):
 def _standalone_key(recipe, arch: Architecture, seed: int, settings: StandaloneSettings, device: str) -> dict:
     return {"arch": str(arch), "seed": int(seed), "identity_mode": "identity", "optimizer": "sgd",
             "epochs": settings.epochs, "steps_per_epoch": settings.steps_per_epoch, "lr": settings.lr,
-            "dataset": recipe.dataset, "difficulty": recipe.difficulty, "data_root": recipe.data_root, "image_size": recipe.image_size,
+            "dataset": recipe.dataset, "difficulty": recipe.difficulty, "stream_labels": recipe.stream_labels,
+            "data_root": recipe.data_root, "image_size": recipe.image_size,
             "batch_size": recipe.batch_size, "width": recipe.width, "eval_images": recipe.eval_images,
             "device": str(device)}
 

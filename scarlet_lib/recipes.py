@@ -24,7 +24,7 @@ from multiprocessing import get_context
 from typing import Any, Iterable, Mapping, Sequence
 
 from .blocks import IDENTITY_MODES, LET_INITS
-from .data import DATASETS, GRATING_DIFFICULTIES, get_data
+from .data import DATASETS, GRATING_DIFFICULTIES, STREAM_LABELS, get_data
 from .space import SPACE_NO_SE, SPACE_SE
 from .supernet import Supernet
 
@@ -58,6 +58,7 @@ class SupernetRecipe:
     width: float = 0.25
     dataset: str = "gratings"
     difficulty: str = "standard"
+    stream_labels: str = "balanced"
     data_root: str = ""
     image_size: int = 32
     batch_size: int = 32
@@ -90,6 +91,11 @@ class SupernetRecipe:
         if str(self.dataset).lower() != "gratings" and self.difficulty != "standard":
             _fail("difficulty", self.difficulty, f"accepted with dataset={self.dataset!r}: 'standard' (a grating "
                   "preset; other datasets have no difficulty)")
+        if self.stream_labels not in STREAM_LABELS:
+            _fail("stream_labels", self.stream_labels, f"accepted: {STREAM_LABELS} (how each batch's labels are drawn)")
+        if str(self.dataset).lower() != "gratings" and self.stream_labels != "balanced":
+            _fail("stream_labels", self.stream_labels, f"accepted with dataset={self.dataset!r}: 'balanced' (a "
+                  "gratings-stream setting; other datasets draw batches by shuffling)")
         if self.let_init not in LET_INITS:
             _fail("let_init", self.let_init, f"accepted: {LET_INITS}")
         if self.identity_mode == "identity" and self.let_init != "he":
@@ -162,7 +168,7 @@ class SupernetRecipe:
         if self.data_root:
             a += ["--root", self.data_root]
         if self.dataset == "gratings":
-            a += ["--stream"]
+            a += ["--stream", "--stream-labels", self.stream_labels]
         return a
 
     # -- what the recipe makes -------------------------------------------------------------------
@@ -172,6 +178,7 @@ class SupernetRecipe:
         if self.dataset == "gratings":
             kwargs.setdefault("num_heldout", self.eval_images)
             kwargs.setdefault("difficulty", self.difficulty)
+            kwargs.setdefault("stream_labels", self.stream_labels)
         kwargs.setdefault("calib_batches", math.ceil(CALIB_IMAGES / self.batch_size))
         return get_data(self.dataset, root=self.data_root or None, image_size=self.image_size,
                         batch_size=self.batch_size, seed=self.seed, stream=self.dataset == "gratings", **kwargs)

@@ -65,11 +65,13 @@ def train_one(name: str, recipe: SupernetRecipe) -> pd.DataFrame:
     return table
 
 
-SHOW = ["recorded", "run", "identity_mode", "let_init", "zero_init_residual", "reduction", "batch_size", "lr", "epoch",
-        "step_end", "running_acc", "heldout_acc", "wall_s", "concurrent_runs", "note"]
+SHOW = ["recorded", "run", "identity_mode", "let_init", "zero_init_residual", "reduction", "stream_labels", "batch_size",
+        "lr", "epoch", "step_end", "running_acc", "heldout_acc", "wall_s", "concurrent_runs", "note"]
 
 
 def write_markdown(table: pd.DataFrame) -> None:
+    if "stream_labels" in table.columns:  # rows recorded before the setting existed ran the balanced mix
+        table = table.assign(stream_labels=table["stream_labels"].fillna("balanced"))
     with open(os.path.join(OUT, "calibration_supernets.md"), "w") as f:
         f.write("# Supernet calibration runs\n\nWritten by `scripts/calibrate_supernets.py` (one thread per run, "
                 "`concurrent_runs` runs at a time on the machine named in the CSV). Accuracies are fractions: "

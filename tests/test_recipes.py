@@ -11,7 +11,7 @@ from scarlet_lib.blocks import LET
 from scarlet_lib.models import init_weights
 from scarlet_lib.recipes import ARMS, RECIPE_FIELDS, SupernetRecipe, arm_recipe, run_jobs
 from scarlet_lib.space import SPACE_NO_SE, SPACE_SE
-from scarlet_lib.cli import _parser, supernet_recipe_from_args
+from scarlet_lib.cli import _check_args, _parser, supernet_recipe_from_args
 
 TINY = SupernetRecipe(width=0.25, batch_size=8, epochs=2, steps_per_epoch=2, warmup_steps=0, eval_paths=9,
                       eval_images=16)
@@ -87,12 +87,28 @@ def test_recipe_difficulty_chooses_the_grating_preset_of_every_image_the_superne
     assert not torch.equal(standard.heldout_set[0][0], hard.heldout_set[0][0])
 
 
+def test_recipe_stream_labels_reach_the_stream_and_are_refused_where_there_is_none():
+    balanced, iid = TINY.data(), TINY.replace(stream_labels="iid").data()
+    assert (balanced.stream_labels, iid.stream_labels) == ("balanced", "iid")
+    mixes = {tuple(torch.bincount(y, minlength=10).tolist()) for _, y in balanced.train_batches(0)}
+    assert len(mixes) == 1  # balanced: every batch the same class mix
+    assert len({tuple(torch.bincount(y, minlength=10).tolist()) for _, y in iid.train_batches(0)}) > 1
+    with pytest.raises(ValueError, match="stream_labels='shuffled' is not accepted; accepted: .'balanced', 'iid'."):
+        TINY.replace(stream_labels="shuffled")
+    with pytest.raises(ValueError, match="accepted with dataset='cifar10': 'balanced'"):
+        TINY.replace(dataset="cifar10", stream_labels="iid")
+    args = _parser().parse_args(["supernet", "--stream-labels", "iid", "--dataset", "gratings"])
+    with pytest.raises(ValueError, match="--stream-labels iid needs --dataset gratings --stream"):
+        _check_args(args)
+
+
 def test_identity_supernets_ignore_let_init_so_arms_share_them():
     assert TINY.replace(identity_mode="identity", let_init="identity") == TINY.replace(identity_mode="identity")
 
 
 @pytest.mark.parametrize("recipe", [TINY, arm_recipe("paper", TINY).replace(identity_mode="identity", seed=3),
-                                    TINY.replace(let_init="orthogonal", space="se", eval_every=2, difficulty="hard")])
+                                    TINY.replace(let_init="orthogonal", space="se", eval_every=2, difficulty="hard"),
+                                    TINY.replace(stream_labels="iid")])
 def test_recipe_round_trips_through_the_command_line(recipe):
     args = _parser().parse_args(["supernet"] + recipe.cli_args())
     assert supernet_recipe_from_args(args) == recipe
