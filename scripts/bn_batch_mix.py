@@ -123,9 +123,13 @@ def main(argv=None) -> int:
     runs = [parse_run(r, base) for r in a.run]
     started = time.time()
     trained = supernet_runs([r for _, _, r in runs], cache_dir=a.cache, processes=a.processes)
-    torch.set_num_threads(1)
-    rows = [measure(name, arm, run, a.batches) for (name, arm, _), run in
-            tqdm(list(zip(runs, trained)), desc="scoring", leave=False)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the supernets trained; restored so a caller's process keeps its setting
+    try:
+        rows = [measure(name, arm, run, a.batches) for (name, arm, _), run in
+                tqdm(list(zip(runs, trained)), desc="scoring", leave=False)]
+    finally:
+        torch.set_num_threads(threads)
     v = versions()
     new = pd.DataFrame(rows).assign(
         cpu=v.get("cpu"), cpu_capability=v.get("cpu_capability"), threads=1, torch=v.get("torch"),

@@ -45,10 +45,11 @@ def test_batch_stat_accuracy_normalises_by_each_batch_and_leaves_the_network_as_
 def test_script_writes_the_mix_table_for_each_run(tmp_path):
     mod = _script()
     out = tmp_path / "figs"
+    threads = torch.get_num_threads()
     rc = mod.main(["--base", "smoke", "--run", "a:arm=calibrated,identity_mode=identity",
                    "--run", "b:arm=calibrated,identity_mode=identity,stream_labels=iid", "--processes", "1",
                    "--batches", "2", "--cache", str(tmp_path / "cache"), "--out", str(out)])
-    assert rc == 0
+    assert rc == 0 and torch.get_num_threads() == threads  # the caller's thread count is left as it was
     t = pd.read_csv(out / "bn_batch_mix.csv")
     assert list(t["run"]) == ["a", "b"] and list(t["stream_labels"]) == ["balanced", "iid"]
     for col in ("running_acc", "oneshot_acc", "trainmode_balanced", "trainmode_iid"):
