@@ -205,10 +205,6 @@ class GratingSpec:
     noise: float = 0.08
 
 
-# "standard" (the default): a strict-fair supernet leaves chance within a few CPU minutes while a small CNN
-# stays clearly below 100%; "easy" (less jitter and noise, more contrast): supernets reach a plateau well
-# above chance within the cpu-long budget; "hard" (the first version): small CNNs learn it, supernets need
-# far longer.
 # How the labels of one batch of the gratings stream are drawn. "balanced": every class equally often as far as
 # the batch allows (at batch 16: classes 0-9 once and 0-5 twice), shuffled; every batch has the same class mix.
 # "iid": each label uniform and independent. With the fixed mix, train-mode BatchNorm lets a network read a
@@ -216,6 +212,10 @@ class GratingSpec:
 # on batches of any other mix (docs/lab_notes.md, "The stream's fixed class mix").
 STREAM_LABELS = ("balanced", "iid")
 
+# "standard" (the default): a strict-fair supernet leaves chance within a few CPU minutes while a small CNN
+# stays clearly below 100%; "easy" (less jitter and noise, more contrast): supernets reach a plateau well
+# above chance within the cpu-long budget; "hard" (the first version): small CNNs learn it, supernets need
+# far longer.
 GRATING_DIFFICULTIES: dict[str, GratingSpec] = {
     "easy": GratingSpec(orientation_jitter=4.0, frequency_jitter=0.04, contrast=(0.35, 0.50), noise=0.04),
     "standard": GratingSpec(),
