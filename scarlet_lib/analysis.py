@@ -813,9 +813,9 @@ def choice_similarity_pairs(features: Mapping, samples: str = "positions") -> pd
 __all__ += ["PAPER_EFFECTS", "POOL_KEYS", "pool_seed_runs", "pool_summaries", "seeds_for_power", "power_table"]
 
 # Notebook-2 parameters that define what a seed measures; runs are pooled only when all of them agree.
-POOL_KEYS = ("dataset", "difficulty", "stream_labels", "data_root", "image_size", "width", "space", "epochs", "steps_per_epoch",
-             "batch_size", "lr", "warmup_steps", "zero_init_residual", "let_init", "reduction", "eval_paths",
-             "eval_images", "eval_every", "far_below_points", "plateau_fraction", "plateau_tolerance")
+POOL_KEYS = ("dataset", "difficulty", "stream_labels", "data_root", "image_size", "width", "space", "epochs",
+             "steps_per_epoch", "batch_size", "lr", "warmup_steps", "zero_init_residual", "let_init", "reduction",
+             "eval_paths", "eval_images", "eval_every", "far_below_points", "plateau_fraction", "plateau_tolerance")
 
 
 # Recipe parameters added after runs were recorded, with the value those earlier runs used.

@@ -21,7 +21,6 @@ threads and versions) and rewrites ``bn_batch_mix.md`` there from the whole CSV.
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import sys
 import time
@@ -38,6 +37,7 @@ from scarlet_lib.cache import supernet_runs  # noqa: E402
 from scarlet_lib.evaluation import batch_stat_accuracy  # noqa: E402
 from scarlet_lib.profiles import profile_parameters  # noqa: E402
 from scarlet_lib.recipes import ARMS, RECIPE_FIELDS, SupernetRecipe, arm_recipe  # noqa: E402
+from scarlet_lib.reproduce import ParameterError, parse_override  # noqa: E402
 from scarlet_lib.train import _heldout_batches  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "figures")
@@ -49,20 +49,18 @@ def parse_run(text: str, base: SupernetRecipe) -> tuple[str, str, SupernetRecipe
     name, _, spec = text.partition(":")
     if not name or not spec:
         raise SystemExit(f"--run expects NAME:arm=ARM,field=value,... got {text!r}")
-    changes, arm = {}, "calibrated"
+    changes = {}
     for item in spec.split(","):
-        key, _, raw = item.partition("=")
-        if key == "arm":
-            if raw not in ARMS:
-                raise SystemExit(f"--run {name}: unknown arm {raw!r}; accepted: {', '.join(ARMS)}")
-            arm = raw
-            continue
-        if key not in RECIPE_FIELDS:
-            raise SystemExit(f"--run {name}: unknown recipe field {key!r}; accepted: arm, {', '.join(RECIPE_FIELDS)}")
         try:
-            changes[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            changes[key] = raw
+            _, key, value = parse_override(item)  # the runner's name=value reading
+        except ParameterError as e:
+            raise SystemExit(f"--run {name}: {e}") from None
+        if key != "arm" and key not in RECIPE_FIELDS:
+            raise SystemExit(f"--run {name}: unknown recipe field {key!r}; accepted: arm, {', '.join(RECIPE_FIELDS)}")
+        changes[key] = value
+    arm = changes.pop("arm", "calibrated")
+    if arm not in ARMS:
+        raise SystemExit(f"--run {name}: unknown arm {arm!r}; accepted: {', '.join(ARMS)}")
     lr = changes.pop("lr", base.lr)
     try:
         return name, arm, arm_recipe(arm, base.replace(lr=float(lr))).replace(**changes)
