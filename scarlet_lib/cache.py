@@ -2,8 +2,9 @@
 
 Nothing is trained twice: an entry is keyed by the parameters that produced it plus a fingerprint of
 the source files that compute it, so a rerun with the same parameters and code loads the result, and a
-change of either makes a new entry. Entries are written to a temporary folder and renamed into place,
-so an interrupted run never leaves a half-written entry behind.
+change of either makes a new entry (a change of the code, not of its comments, docstrings or layout:
+``code_text``). Entries are written to a temporary folder and renamed into place, so an interrupted run
+never leaves a half-written entry behind.
 
 Layout: ``<root>/<kind>/<key>/`` holding whatever the producer wrote plus ``cache.json`` (the key's
 parameters; written last, it marks a complete entry). An entry that cannot be read back (a file corrupted
@@ -12,6 +13,7 @@ The default root is ``runs/cache`` in the repository (git-ignored), or ``$SCARLE
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -29,7 +31,7 @@ from .recipes import SupernetRecipe, default_processes, run_jobs
 from .space import SPACE_NO_SE, SPACE_SE
 from .train import train_recipe
 
-__all__ = ["default_cache_root", "cache_key", "source_fingerprint", "Cache", "cost_table", "supernet_data",
+__all__ = ["default_cache_root", "cache_key", "code_text", "source_fingerprint", "Cache", "cost_table", "supernet_data",
            "supernet_run", "supernet_runs", "SupernetRun", "SPACES", "space_by_name"]
 
 _PKG = Path(__file__).resolve().parent
@@ -41,15 +43,32 @@ def default_cache_root() -> Path:
     return Path(env) if env else _PKG.parent / "runs" / "cache"
 
 
+def code_text(source: str) -> str:
+    """What of a Python source decides what it computes: its syntax tree without docstrings, comments, blank lines
+    or layout (``ast.dump``; a file that does not parse counts as its text). So editing a comment or a docstring
+    keeps the cache entries that code trained; changing a statement does not."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
 def source_fingerprint(modules: Iterable[str]) -> str:
-    """Hash of the named ``scarlet_lib`` source files (e.g. ``["supernet", "train"]``)."""
+    """Hash of the named ``scarlet_lib`` source files (e.g. ``["supernet", "train"]``), each as ``code_text``."""
     h = hashlib.sha256()
     for name in sorted(modules):
         path = _PKG / f"{name.replace('.', '/')}.py"
         if not path.exists():
             path = _PKG / name.replace(".", "/") / "__init__.py"
         h.update(name.encode())
-        h.update(path.read_bytes() if path.exists() else b"<missing>")
+        h.update(code_text(path.read_text(encoding="utf-8")).encode() if path.exists() else b"<missing>")
     return h.hexdigest()[:12]
 
 

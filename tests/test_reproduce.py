@@ -241,3 +241,30 @@ def test_an_interrupted_cache_entry_is_not_used(tmp_path):
 def test_cache_key_changes_with_the_code():
     a = cache_mod.cache_key({"x": 1}, code="aaa")
     assert a == cache_mod.cache_key({"x": 1}, code="aaa") != cache_mod.cache_key({"x": 1}, code="bbb")
+
+
+def test_code_text_ignores_comments_docstrings_and_layout_but_not_code():
+    a = 'def f(x):\n    return x + 1\n\nclass C:\n    y = 2\n'
+    b = ('"""Module doc."""\n# a comment\n\ndef f(x):  # inline\n    """What f does."""\n\n    return (x +\n'
+         '            1)\n\n\nclass C:\n    """Doc."""\n    y = 2  # two\n')
+    assert cache_mod.code_text(a) == cache_mod.code_text(b)
+    assert cache_mod.code_text(a) != cache_mod.code_text(a.replace("x + 1", "x + 2"))
+    assert cache_mod.code_text(a) != cache_mod.code_text(a.replace("return x + 1", "return 'x + 1'"))
+    # a string that is not the first statement is code, not a docstring
+    assert cache_mod.code_text("x = 1\n'not a docstring'\n") != cache_mod.code_text("x = 1\n")
+    assert cache_mod.code_text("def (:") == "def (:"  # unparseable: its text
+
+
+def test_source_fingerprint_keeps_a_comment_edit_of_the_training_code_and_changes_with_a_statement(tmp_path,
+                                                                                               monkeypatch):
+    real = Path(cache_mod.__file__).resolve().parent / "data.py"
+    monkeypatch.setattr(cache_mod, "_PKG", tmp_path)
+    text = real.read_text()
+    (tmp_path / "data.py").write_text(text)
+    before = cache_mod.source_fingerprint(["data"])
+    commented = "\n".join(("# moved comment\n" + line) if line.startswith("def ") else line
+                          for line in text.splitlines())
+    (tmp_path / "data.py").write_text(commented + "\n\n# trailing note\n")
+    assert cache_mod.source_fingerprint(["data"]) == before
+    (tmp_path / "data.py").write_text(text + "\n_EXTRA = 1\n")
+    assert cache_mod.source_fingerprint(["data"]) != before
