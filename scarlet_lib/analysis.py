@@ -1047,10 +1047,10 @@ def length_changes(runs: Mapping[str, tuple[Mapping, pd.DataFrame]],
     """How Figure 1's effects and the supernets' levels move when only the schedule is made longer.
 
     ``runs``: ``{label: (parameters, summary)}``, ``summary`` as ``oneshot_summary`` writes it
-    (``02_oneshot_summary.csv``). Runs whose recipes agree on every ``POOL_KEYS`` parameter except the length
-    (epochs x steps per epoch) are ordered by length; for each consecutive pair, each arm both ran and each
-    quantity (claims C1-C3 as LET - identity, and the mean one-shot accuracy of the identity and LET
-    supernets), the per-seed change longer - shorter is paired over the seeds both ran, with
+    (``02_oneshot_summary.csv``). For each arm, the runs holding it whose recipes agree on every ``POOL_KEYS``
+    parameter except the length (epochs x steps per epoch) are ordered by length (so runs of one recipe and
+    length may hold different arms); for each consecutive pair and each quantity (claims C1-C3 as LET -
+    identity, and the mean one-shot accuracy of the identity and LET supernets), the per-seed change longer - shorter is paired over the seeds both ran, with
     ``paired_t_interval`` (for the share C3, with at least twice ``share_variance_floor``'s variance). Under
     a schedule that decays to 0 the last part of a run moves little by construction, so this change, not
     the last-part gain, says whether more training would move a reading.
@@ -1066,40 +1066,41 @@ def length_changes(runs: Mapping[str, tuple[Mapping, pd.DataFrame]],
         _require(summary, ["arm", "identity_mode", "seed", "epoch", "n_paths", "mean_acc", "excess_sd",
                            "far_below_share"],
                  f"run {label!r} one-shot summary")
-    groups: dict = {}
-    for label in runs:
-        groups.setdefault(tuple(repr(values[label][f]) for f in others), []).append(label)
+    groups: dict = {}  # (recipe, arm) -> the runs of that arm: two runs of one recipe may hold different arms
+    for label, (_, summary) in runs.items():
+        recipe = tuple(repr(values[label][f]) for f in others)
+        for arm in dict.fromkeys(summary["arm"]):
+            groups.setdefault((recipe, arm), []).append(label)
     rows = []
-    for labels in groups.values():
+    for (_, arm), labels in groups.items():
         labels = sorted(labels, key=lambda r: values[r]["steps"])
         for short, long in zip(labels, labels[1:]):
             if values[short]["steps"] == values[long]["steps"]:
-                raise ValueError(f"runs {short!r} and {long!r} have the same recipe and length; a length "
-                                 "comparison needs runs that differ in length")
-            arms = [a for a in dict.fromkeys(runs[long][1]["arm"]) if a in set(runs[short][1]["arm"])]
-            for arm in arms:
-                before, after = _seed_values(runs[short][1], arm), _seed_values(runs[long][1], arm)
-                for quantity in [q for q in after if q in before]:
-                    b, a = before[quantity], after[quantity]
-                    change = (a - b).dropna()
-                    floor = 0.0
-                    if CLAIMS.get(quantity, {}).get("share") and len(change):
-                        # a change of a share difference: two share differences, twice the floor of one
-                        paths = min(int(runs[r][1].loc[runs[r][1]["arm"] == arm, "n_paths"].min())
-                                    for r in (short, long))
-                        floor = 2e4 * share_variance_floor(paths, len(change))
-                    t = paired_t_interval(change.to_numpy(), confidence=confidence, var_floor=floor)
-                    low, high = (t["low"], t["high"]) if t["n"] >= 3 else (np.nan, np.nan)
-                    tol = tolerance.get(quantity)
-                    stable = (bool(-tol <= low and high <= tol) if tol is not None and np.isfinite(low)
-                              else np.nan)
-                    rows.append({"short_run": short, "long_run": long, "short_steps": values[short]["steps"],
-                                 "long_steps": values[long]["steps"], **{f: values[long][f] for f in others},
-                                 "arm": arm, "quantity": quantity, "short_estimate": float(b[change.index].mean()),
-                                 "long_estimate": float(a[change.index].mean()), "change": t["mean"],
-                                 "ci_low": low, "ci_high": high, "seeds": t["n"],
-                                 "tolerance": np.nan if tol is None else tol, "stable": stable,
-                                 "per_seed": ", ".join(f"{k}: {v:+.2f}" for k, v in change.items())})
+                raise ValueError(f"runs {short!r} and {long!r} have the same recipe and length and both hold arm "
+                                 f"{arm!r}; a length comparison needs runs that differ in length (pool runs of "
+                                 "one length instead)")
+            before, after = _seed_values(runs[short][1], arm), _seed_values(runs[long][1], arm)
+            for quantity in [q for q in after if q in before]:
+                b, a = before[quantity], after[quantity]
+                change = (a - b).dropna()
+                floor = 0.0
+                if CLAIMS.get(quantity, {}).get("share") and len(change):
+                    # a change of a share difference: two share differences, twice the floor of one
+                    paths = min(int(runs[r][1].loc[runs[r][1]["arm"] == arm, "n_paths"].min())
+                                for r in (short, long))
+                    floor = 2e4 * share_variance_floor(paths, len(change))
+                t = paired_t_interval(change.to_numpy(), confidence=confidence, var_floor=floor)
+                low, high = (t["low"], t["high"]) if t["n"] >= 3 else (np.nan, np.nan)
+                tol = tolerance.get(quantity)
+                stable = (bool(-tol <= low and high <= tol) if tol is not None and np.isfinite(low)
+                          else np.nan)
+                rows.append({"short_run": short, "long_run": long, "short_steps": values[short]["steps"],
+                             "long_steps": values[long]["steps"], **{f: values[long][f] for f in others},
+                             "arm": arm, "quantity": quantity, "short_estimate": float(b[change.index].mean()),
+                             "long_estimate": float(a[change.index].mean()), "change": t["mean"],
+                             "ci_low": low, "ci_high": high, "seeds": t["n"],
+                             "tolerance": np.nan if tol is None else tol, "stable": stable,
+                             "per_seed": ", ".join(f"{k}: {v:+.2f}" for k, v in change.items())})
     return pd.DataFrame(rows, columns=["short_run", "long_run", "short_steps", "long_steps", *others, "arm",
                                        "quantity", "short_estimate", "long_estimate", "change", "ci_low", "ci_high",
                                        "seeds", "tolerance", "stable", "per_seed"])

@@ -3,7 +3,8 @@
     .venv/bin/python scripts/figure1_factors.py figures figures/lr0.02 ... [--out figures/02_factors]
 
 Each FOLDER is a finished run of notebook 2 (its run record and ``02_effects``, ``02_verdicts``, ``02_gates``
-tables); a run that pooled earlier runs' seeds (``pool_with``) stands for all its pooled seeds.
+tables); a run that pooled earlier runs' seeds (``pool_with``) stands for all its pooled seeds. ``FOLDER:ARM,ARM``
+takes only those arms of the run (e.g. when two pooled runs of one recipe and length share an arm's seeds).
 ``analysis.factor_effects`` puts every arm and claim of every run in one table, with a column for each recipe
 parameter whose value differs between the runs (learning rate, steps, ...). Writes ``<out>.csv``,
 ``<out>_supernets.csv`` (every supernet's accuracy and last-part gain per run), ``<out>_length.csv`` (how each
@@ -27,20 +28,29 @@ TABLES = ("02_effects", "02_verdicts", "02_gates", "02_oneshot_summary")
 POOLED_TABLES = ("02_pooled_effects", "02_pooled_verdicts", "02_pooled_gates")
 
 
-def _read(folder):
+def _read(spec):
     """A run as the factor tables take it: ``(params, effects, verdicts, gates), (params, summary)``. A run that
     pooled earlier runs' seeds (``pool_with``) stands for all of them: its pooled tables, and the one-shot
-    summaries of every pooled run."""
+    summaries of every pooled run. ``spec``: ``FOLDER`` or ``FOLDER:ARM,ARM`` (only those arms)."""
+    folder, sep, wanted = spec.partition(":")
     params, tables = read_run(folder, NOTEBOOK, TABLES)
     if not params.get("pool_with"):
-        return ((params, tables["02_effects"], tables["02_verdicts"], tables["02_gates"]),
-                (params, tables["02_oneshot_summary"]))
-    _, pooled = read_run(folder, NOTEBOOK, POOLED_TABLES)
-    summary = analysis.pool_summaries([(params, tables["02_oneshot_summary"])] + [
-        (p, t["02_oneshot_summary"]) for p, t in (read_run(f, NOTEBOOK, ("02_oneshot_summary",))
-                                                   for f in params["pool_with"])])
-    return ((params, pooled["02_pooled_effects"], pooled["02_pooled_verdicts"], pooled["02_pooled_gates"]),
-            summary)
+        effects, verdicts, gates, summary = (tables[t] for t in TABLES)
+    else:
+        _, pooled = read_run(folder, NOTEBOOK, POOLED_TABLES)
+        effects, verdicts, gates = (pooled[t] for t in POOLED_TABLES)
+        summary = analysis.pool_summaries([(params, tables["02_oneshot_summary"])] + [
+            (p, t["02_oneshot_summary"]) for p, t in (read_run(f, NOTEBOOK, ("02_oneshot_summary",))
+                                                       for f in params["pool_with"])])[1]
+    if sep:
+        arms = [a.strip() for a in wanted.split(",") if a.strip()]
+        held = list(dict.fromkeys(effects["arm"]))
+        if not arms or set(arms) - set(held):
+            raise ValueError(f"{spec!r}: the run in {folder} holds arms {', '.join(held)}; name some of them after "
+                             f"the colon (FOLDER:ARM,ARM), got {wanted!r}")
+        effects, verdicts, gates, summary = (t[t["arm"].isin(arms)].reset_index(drop=True)
+                                             for t in (effects, verdicts, gates, summary))
+    return (params, effects, verdicts, gates), (params, summary)
 
 
 def _supernet_columns(supernets):
@@ -67,7 +77,8 @@ def _length_rows(lengths):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("folders", nargs="+", help="folders of finished notebook-2 runs (relative to the repository)")
+    ap.add_argument("folders", nargs="+", help="folders of finished notebook-2 runs (relative to the repository), "
+                    "each optionally FOLDER:ARM,ARM for only those arms")
     ap.add_argument("--out", default="figures/02_factors", help="output stem (default figures/02_factors)")
     args = ap.parse_args(argv)
     if len(set(args.folders)) != len(args.folders):
@@ -78,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             runs[folder], summaries[folder] = _read(folder)
         except (FileNotFoundError, ValueError) as e:
             ap.error(str(e))
-        versions = json.loads((repo_path(folder) / f"{NOTEBOOK}.run.json").read_text()).get("versions", {})
+        run_json = repo_path(folder.partition(":")[0]) / f"{NOTEBOOK}.run.json"
+        versions = json.loads(run_json.read_text()).get("versions", {})
         records[folder] = {**versions, "pool_with": runs[folder][0].get("pool_with") or []}
     try:  # refused before anything is written: e.g. two folders of one recipe and length (pool them instead)
         lengths = analysis.length_changes(summaries)

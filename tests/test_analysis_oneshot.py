@@ -490,9 +490,25 @@ def test_length_change_calls_an_effect_that_moves_by_half_the_paper_effect_unsta
     assert t.set_index("quantity").loc["C1", "stable"] == False  # noqa: E712
 
 
+def test_length_change_pairs_per_arm_so_runs_of_one_length_may_hold_different_arms():
+    short = {"identity": [0.80, 0.70, 0.85, 0.75], "let": [0.82, 0.74, 0.84, 0.80]}
+    long = {"identity": [0.90, 0.78, 0.88, 0.80], "let": [0.91, 0.83, 0.90, 0.86]}
+    moved = {"identity": [0.60, 0.52, 0.66, 0.54], "let": [0.82, 0.74, 0.84, 0.80]}
+    runs = {"a_short": (_length_params(0.02, 150), _length_summary(short)),
+            "c_short": (_length_params(0.02, 150), _length_summary(short, arm="calibrated")),
+            "a_long": (_length_params(0.02, 300), _length_summary(long)),
+            "c_long": (_length_params(0.02, 300), _length_summary(moved, arm="calibrated"))}
+    t = analysis.length_changes(runs)
+    pairs = {tuple(r) for r in t[["arm", "short_run", "long_run"]].drop_duplicates().to_numpy()}
+    assert pairs == {("let-identity-init", "a_short", "a_long"), ("calibrated", "c_short", "c_long")}
+    c1 = t[t["quantity"] == "C1"].set_index("arm")["change"]
+    # by hand: let-identity-init C1 per seed (2, 4, -1, 5) -> (1, 5, 2, 6); calibrated -> (22, 22, 18, 26)
+    assert c1["let-identity-init"] == pytest.approx(1.0) and c1["calibrated"] == pytest.approx(19.5)
+
+
 def test_length_change_refuses_two_runs_of_the_same_recipe_and_length_and_bad_tables():
     s = _length_summary({"identity": [0.8, 0.7, 0.8], "let": [0.8, 0.7, 0.8]})
-    with pytest.raises(ValueError, match="same recipe and length"):
+    with pytest.raises(ValueError, match="same recipe and length and both hold arm 'let-identity-init'"):
         analysis.length_changes({"a": (_length_params(0.02, 150), s), "b": (_length_params(0.02, 150), s)})
     with pytest.raises(ValueError, match="run 'a' one-shot summary lacks columns"):
         analysis.length_changes({"a": (_length_params(0.02, 150), s.drop(columns="excess_sd"))})

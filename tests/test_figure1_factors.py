@@ -100,3 +100,45 @@ def test_a_pooled_run_stands_for_all_its_pooled_seeds(tmp_path, capsys):
     lengths = pd.read_csv(out.with_name("factors_length.csv")).set_index("quantity")
     assert lengths.loc["C1", "seeds"] == 3  # only seeds 0-2 ran at both lengths
     assert f"its seeds pooled with `{tmp_path / 'long'}` (the row shows all)" in out.with_suffix(".md").read_text()
+
+
+def _add_arm(folder: Path, arm: str, let_shift: float = 0.0) -> None:
+    """Give the run in ``folder`` a second arm: a copy of its tables with ``arm``, LET ``let_shift`` higher."""
+    for name in ("02_effects", "02_gates", "02_oneshot_summary"):
+        t = pd.read_csv(folder / f"{name}.csv")
+        other = t.assign(arm=arm)
+        if name == "02_oneshot_summary":
+            other.loc[other["identity_mode"] == "let", "mean_acc"] += let_shift
+        pd.concat([t, other], ignore_index=True).to_csv(folder / f"{name}.csv", index=False)
+    analysis.claim_verdicts(pd.read_csv(folder / "02_effects.csv"), pd.read_csv(folder / "02_gates.csv")).to_csv(
+        folder / "02_verdicts.csv", index=False)
+
+
+def test_folder_arms_take_one_arm_of_a_run_so_two_runs_of_one_length_can_share_a_recipe(tmp_path, capsys):
+    _write_run(tmp_path / "short", 0.02, (1.7, -10.7, 14.2), steps_per_epoch=150)
+    _write_run(tmp_path / "long", 0.02, (3.8, -4.9, 12.5), steps_per_epoch=300, let_acc=0.72)
+    _write_run(tmp_path / "cal", 0.02, (-20.0, -30.0, -10.0), steps_per_epoch=300, let_acc=0.5)
+    for folder in ("short", "long"):
+        _add_arm(tmp_path / folder, "calibrated", let_shift=-0.3 if folder == "short" else -0.25)
+    (tmp_path / "cal" / "02_effects.csv").write_text(
+        (tmp_path / "cal" / "02_effects.csv").read_text().replace("let-identity-init", "calibrated"))
+    for name in ("02_gates", "02_oneshot_summary", "02_verdicts"):
+        t = pd.read_csv(tmp_path / "cal" / f"{name}.csv")
+        t.assign(arm="calibrated").to_csv(tmp_path / "cal" / f"{name}.csv", index=False)
+    out = tmp_path / "factors"
+    folders = [str(tmp_path / "short"), str(tmp_path / "long"), str(tmp_path / "cal")]
+    with pytest.raises(SystemExit):  # "long" and "cal" both hold calibrated at one length
+        figure1_factors.main(folders + ["--out", str(out)])
+    assert "both hold arm 'calibrated'" in capsys.readouterr().err
+    long_only = f"{tmp_path / 'long'}:let-identity-init"
+    assert figure1_factors.main([folders[0], long_only, folders[2], "--out", str(out)]) == 0
+    lengths = pd.read_csv(out.with_name("factors_length.csv"))
+    c1 = lengths[lengths["quantity"] == "C1"].set_index("arm")
+    assert c1.loc["let-identity-init", "long_run"] == long_only and c1.loc["calibrated", "long_run"] == folders[2]
+    # calibrated: C1 per seed -30 (short) -> -20 (cal): +10 on every seed
+    assert c1.loc["calibrated", "change"] == pytest.approx(10.0)
+    t = pd.read_csv(out.with_suffix(".csv"))
+    assert set(t.loc[t["run"] == long_only, "arm"]) == {"let-identity-init"}
+    with pytest.raises(SystemExit):
+        figure1_factors.main([f"{tmp_path / 'cal'}:paper", "--out", str(out)])
+    assert "holds arms calibrated; name some of them after the colon" in capsys.readouterr().err
