@@ -7,9 +7,11 @@ difference, and whether the tables are identical. For every table of effects wit
 or ``mean_diff`` with ``ci_low``/``ci_high``), whether B's estimate falls inside A's confidence interval and
 inside A's rerun interval (``rerun_low``/``rerun_high``; where A predates those columns, the confidence
 interval widened by sqrt(2) about its centre: exactly ``analysis.paired_t_interval``'s for a t interval, an
-approximation for a bootstrap one). Writes ``<out>.csv``,
-``<out>_intervals.csv`` and ``<out>.md`` (with both runs' recorded versions, CPU and thread counts) and prints
-the markdown.
+approximation for a bootstrap one). Per table, how many of B's estimates miss A's rerun intervals, and how
+likely at least that many misses are if the intervals hold their nominal 95% (rows taken as independent): one miss
+in 9 is not evidence of intervals too narrow, five would be. Writes ``<out>.csv``, ``<out>_intervals.csv``,
+``<out>_coverage.csv`` and ``<out>.md`` (with both runs' recorded versions, CPU and thread counts) and prints the
+markdown.
 """
 from __future__ import annotations
 
@@ -67,6 +69,21 @@ def interval_coverage(a: pd.DataFrame, b: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def coverage_summary(cover: pd.DataFrame, nominal: float = 0.95) -> pd.DataFrame:
+    """Per table of ``interval_coverage`` rows, and for all of them: rows, how many of B's estimates fall inside A's
+    confidence and rerun intervals, the rerun misses, and ``p_at_least_misses``: the binomial probability of at
+    least that many misses among that many independent rows whose intervals cover with probability ``nominal``."""
+    from scipy import stats
+
+    rows = []
+    for table, group in [*cover.groupby("table", sort=False), ("all", cover)]:
+        n, misses = len(group), int((~group["in_rerun"].astype(bool)).sum())
+        rows.append({"table": table, "rows": n, "in_ci": int(group["in_ci"].sum()),
+                     "in_rerun": n - misses, "rerun_misses": misses,
+                     "p_at_least_misses": float(stats.binom.sf(misses - 1, n, 1 - nominal))})
+    return pd.DataFrame(rows, columns=["table", "rows", "in_ci", "in_rerun", "rerun_misses", "p_at_least_misses"])
+
+
 def _record(folder: Path) -> str:
     runs = sorted(folder.glob("*.run.json"))
     if not runs:
@@ -97,19 +114,24 @@ def main(argv=None) -> int:
     table = pd.DataFrame(rows, columns=["table", "column", "max_abs_diff", "identical", "note"])
     cover = pd.DataFrame(covered, columns=["table", "row", "a_estimate", "b_estimate", "a_ci_low", "a_ci_high", "in_ci",
                                            "a_rerun_low", "a_rerun_high", "in_rerun"])
+    summary = coverage_summary(cover) if len(cover) else pd.DataFrame()
     md = (f"# Two runs compared\n\n`python scripts/compare_runs.py {args.a} {args.b}`\n\n"
           f"- A: {args.a} ({_record(args.a)})\n- B: {args.b} ({_record(args.b)})\n\n"
           + (f"{args.note}\n\n" if args.note else "")
           + f"{int(table['identical'].sum())} of {len(table)} compared columns identical.\n\n"
           + markdown_table(table) + "\n\n## B's effects against A's intervals\n\n"
           + (f"B's estimate inside A's confidence interval: {int(cover['in_ci'].sum())} of {len(cover)}; inside A's "
-             f"rerun interval: {int(cover['in_rerun'].sum())} of {len(cover)}.\n\n" + markdown_table(cover)
+             f"rerun interval: {int(cover['in_rerun'].sum())} of {len(cover)}.\n\n"
+             "Per table (`p_at_least_misses`: the chance of at least that many rerun misses if every interval "
+             "covered 95% of reruns, rows taken as independent; a small value says the intervals are too narrow):"
+             f"\n\n{markdown_table(summary)}\n\n" + markdown_table(cover)
              if len(cover) else "No effects table with intervals in both runs.") + "\n")
     print(md)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out.with_suffix(".csv"), index=False)
         cover.to_csv(args.out.with_name(args.out.name + "_intervals.csv"), index=False)
+        summary.to_csv(args.out.with_name(args.out.name + "_coverage.csv"), index=False)
         args.out.with_suffix(".md").write_text(md)
     return 0
 

@@ -47,3 +47,13 @@ def test_a_rerun_estimate_is_checked_against_the_first_runs_intervals(tmp_path, 
     compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")])
     assert "inside A's rerun interval: 2 of 2" in capsys.readouterr().out
     assert pd.read_csv(tmp_path / "cmp_intervals.csv")["in_rerun"].all()
+
+
+def test_coverage_summary_says_how_likely_the_misses_are_at_nominal_coverage():
+    cover = pd.DataFrame({"table": ["e.csv"] * 9 + ["g.csv"] * 4, "in_ci": [True] * 7 + [False] * 2 + [True] * 4,
+                          "in_rerun": [True] * 8 + [False] + [True] * 4})
+    s = compare_runs.coverage_summary(cover).set_index("table")
+    assert s.loc["e.csv", ["rows", "in_ci", "in_rerun", "rerun_misses"]].tolist() == [9, 7, 8, 1]
+    assert math.isclose(s.loc["e.csv", "p_at_least_misses"], 1 - 0.95 ** 9)  # P(at least one miss in 9), by hand
+    assert s.loc["g.csv", "p_at_least_misses"] == 1.0  # no miss: certain
+    assert s.loc["all", "rows"] == 13 and math.isclose(s.loc["all", "p_at_least_misses"], 1 - 0.95 ** 13)
