@@ -84,13 +84,18 @@ def coverage_summary(cover: pd.DataFrame, nominal: float = 0.95) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["table", "rows", "in_ci", "in_rerun", "rerun_misses", "p_at_least_misses"])
 
 
-def _record(folder: Path) -> str:
-    runs = sorted(folder.glob("*.run.json"))
-    if not runs:
+def _record(folder: Path, other: Path) -> str:
+    """The run records of the notebooks both folders hold (a folder may hold other notebooks' records too)."""
+    shared = sorted({f.name for f in folder.glob("*.run.json")} & {f.name for f in other.glob("*.run.json")})
+    if not shared:
         return "no run record"
-    v = json.loads(runs[0].read_text()).get("versions", {})
-    return (f"commit {v.get('git_commit')}, {v.get('cpu')} ({v.get('cpu_capability')}), torch {v.get('torch')}, "
-            f"notebook threads {v.get('torch_threads')}")
+    notebooks_of: dict[str, list[str]] = {}  # one description, the notebooks whose records say it
+    for name in shared:
+        v = json.loads((folder / name).read_text()).get("versions", {})
+        described = (f"commit {v.get('git_commit')}, {v.get('cpu')} ({v.get('cpu_capability')}), "
+                     f"torch {v.get('torch')}, notebook threads {v.get('torch_threads')}")
+        notebooks_of.setdefault(described, []).append(name.removesuffix(".run.json"))
+    return "; ".join(f"{', '.join(names)}: {described}" for described, names in notebooks_of.items())
 
 
 def main(argv=None) -> int:
@@ -116,7 +121,7 @@ def main(argv=None) -> int:
                                            "a_rerun_low", "a_rerun_high", "in_rerun"])
     summary = coverage_summary(cover) if len(cover) else pd.DataFrame()
     md = (f"# Two runs compared\n\n`python scripts/compare_runs.py {args.a} {args.b}`\n\n"
-          f"- A: {args.a} ({_record(args.a)})\n- B: {args.b} ({_record(args.b)})\n\n"
+          f"- A: {args.a} ({_record(args.a, args.b)})\n- B: {args.b} ({_record(args.b, args.a)})\n\n"
           + (f"{args.note}\n\n" if args.note else "")
           + f"{int(table['identical'].sum())} of {len(table)} compared columns identical.\n\n"
           + markdown_table(table) + "\n\n## B's effects against A's intervals\n\n"

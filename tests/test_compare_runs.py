@@ -1,5 +1,6 @@
 """scripts/compare_runs.py: the largest difference per numeric column of two runs' tables."""
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -29,6 +30,19 @@ def test_command_writes_the_comparison(tmp_path, capsys):
     assert compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")]) == 0
     out = pd.read_csv(tmp_path / "cmp.csv")
     assert out.loc[0, "max_abs_diff"] == 0.25 and "0 of 1 compared columns identical" in capsys.readouterr().out
+
+
+def test_the_header_names_the_run_records_of_the_notebooks_both_folders_hold(tmp_path, capsys):
+    # A holds two notebooks' records (made at two commits), B only one: the header describes that one in both
+    for name, records in (("a", {"02_x": "aaa1111", "03_y": "bbb2222"}), ("b", {"03_y": "ccc3333"})):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"acc": [0.5]}).to_csv(tmp_path / name / "03_t.csv", index=False)
+        for notebook, commit in records.items():
+            versions = {"git_commit": commit, "cpu": "cpu", "cpu_capability": "AVX2", "torch": "2", "torch_threads": "1"}
+            (tmp_path / name / f"{notebook}.run.json").write_text(json.dumps({"versions": versions}))
+    compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b")])
+    header = capsys.readouterr().out.split("compared columns")[0]
+    assert "03_y: commit bbb2222" in header and "03_y: commit ccc3333" in header and "aaa1111" not in header
 
 
 def test_a_rerun_estimate_is_checked_against_the_first_runs_intervals(tmp_path, capsys):
