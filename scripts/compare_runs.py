@@ -2,8 +2,9 @@
 
     .venv/bin/python scripts/compare_runs.py FIGURES_A FIGURES_B [--out figures/cpu/rerun_comparison]
 
-For every CSV present in both folders with the same rows, each numeric column's largest absolute
-difference, and whether the tables are identical. For every table of effects with an interval (``estimate``
+For every CSV present in both folders, each numeric column's largest absolute difference, and whether the
+tables are identical; where a rerun covers only some arms or seeds, over the rows both runs hold (matched on
+their key columns, ``shared_rows``). For every table of effects with an interval (``estimate``
 or ``mean_diff`` with ``ci_low``/``ci_high``), whether B's estimate falls inside A's confidence interval and
 inside A's rerun interval (``rerun_low``/``rerun_high``; where A predates those columns, the confidence
 interval widened by sqrt(2) about its centre: exactly ``analysis.paired_t_interval``'s for a t interval, an
@@ -46,6 +47,23 @@ def compare_tables(a: pd.DataFrame, b: pd.DataFrame) -> list[dict]:
 
 
 KEY_COLUMNS = ("arm", "claim", "comparison", "identity_mode", "seed", "statistic")
+ROW_KEYS = KEY_COLUMNS + ("epoch", "path_id")  # what names a row when two runs hold different rows
+
+
+def shared_rows(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The rows both runs hold, in A's order, when they hold different ones (a rerun of some arms or seeds).
+
+    Rows are matched on the key columns both tables have, where those name every row once in each; otherwise
+    (or when the row counts agree) the tables come back as they are. The note says how many rows each run had."""
+    keys = [c for c in ROW_KEYS if c in a.columns and c in b.columns]
+    if len(a) == len(b) or not keys or a.duplicated(keys).any() or b.duplicated(keys).any():
+        return a, b, ""
+    index = pd.MultiIndex.from_frame(a[keys].astype(str))
+    other = pd.MultiIndex.from_frame(b[keys].astype(str))
+    both = index.isin(other)
+    order = other.get_indexer(index[both])
+    return (a[both].reset_index(drop=True), b.iloc[order].reset_index(drop=True),
+            f"the {int(both.sum())} rows both hold (A {len(a)}, B {len(b)})")
 
 
 def interval_coverage(a: pd.DataFrame, b: pd.DataFrame) -> list[dict]:
@@ -113,8 +131,9 @@ def main(argv=None) -> int:
         p.error(f"no CSV table is in both {args.a} and {args.b}")
     rows, covered = [], []
     for name in names:  # each table read once, for both comparisons
-        a, b = pd.read_csv(args.a / name), pd.read_csv(args.b / name)
-        rows += [{"table": name, **r} for r in compare_tables(a, b)]
+        a, b, subset = shared_rows(pd.read_csv(args.a / name), pd.read_csv(args.b / name))
+        rows += [{"table": name, **r, "note": "; ".join(x for x in (r["note"], subset) if x)}
+                 for r in compare_tables(a, b)]
         covered += [{"table": name, **r} for r in interval_coverage(a, b)]
     table = pd.DataFrame(rows, columns=["table", "column", "max_abs_diff", "identical", "note"])
     cover = pd.DataFrame(covered, columns=["table", "row", "a_estimate", "b_estimate", "a_ci_low", "a_ci_high", "in_ci",

@@ -71,3 +71,21 @@ def test_coverage_summary_says_how_likely_the_misses_are_at_nominal_coverage():
     assert math.isclose(s.loc["e.csv", "p_at_least_misses"], 1 - 0.95 ** 9)  # P(at least one miss in 9), by hand
     assert s.loc["g.csv", "p_at_least_misses"] == 1.0  # no miss: certain
     assert s.loc["all", "rows"] == 13 and math.isclose(s.loc["all", "p_at_least_misses"], 1 - 0.95 ** 13)
+
+
+def test_a_rerun_of_some_arms_is_compared_on_the_rows_both_runs_hold(tmp_path, capsys):
+    a = pd.DataFrame({"arm": ["paper", "calibrated", "let"], "claim": ["C1"] * 3, "estimate": [0.0, 1.0, 2.0],
+                      "ci_low": [-1.0, 0.0, 1.0], "ci_high": [1.0, 2.0, 3.0]})
+    b = pd.DataFrame({"arm": ["let", "calibrated"], "claim": ["C1"] * 2, "estimate": [9.0, 1.5],
+                      "ci_low": [8.0, 0.5], "ci_high": [10.0, 2.5]})  # another order, no paper arm
+    a2, b2, note = compare_runs.shared_rows(a, b)
+    assert list(a2["arm"]) == list(b2["arm"]) == ["calibrated", "let"] and note == "the 2 rows both hold (A 3, B 2)"
+    same = compare_runs.shared_rows(a, a)
+    assert same[0] is a and same[1] is a and same[2] == ""
+    for name, t in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        t.to_csv(tmp_path / name / "02_effects.csv", index=False)
+    compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")])
+    cover = pd.read_csv(tmp_path / "cmp_intervals.csv")
+    assert list(cover["row"]) == ["calibrated / C1", "let / C1"] and list(cover["in_ci"]) == [True, False]
+    assert "the 2 rows both hold" in pd.read_csv(tmp_path / "cmp.csv")["note"].dropna().iloc[0]
