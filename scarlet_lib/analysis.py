@@ -1050,10 +1050,11 @@ def length_changes(runs: Mapping[str, tuple[Mapping, pd.DataFrame]],
     (``02_oneshot_summary.csv``). For each arm, the runs holding it whose recipes agree on every ``POOL_KEYS``
     parameter except the length (epochs x steps per epoch) are ordered by length (so runs of one recipe and
     length may hold different arms); for each consecutive pair and each quantity (claims C1-C3 as LET -
-    identity, and the mean one-shot accuracy of the identity and LET supernets), the per-seed change longer - shorter is paired over the seeds both ran, with
-    ``paired_t_interval`` (for the share C3, with at least twice ``share_variance_floor``'s variance). Under
-    a schedule that decays to 0 the last part of a run moves little by construction, so this change, not
-    the last-part gain, says whether more training would move a reading.
+    identity, and the mean one-shot accuracy of the identity and LET supernets), the per-seed change longer -
+    shorter is paired over the seeds both ran, with ``paired_t_interval`` (for the share C3, with at least
+    twice ``share_variance_floor``'s variance). Under a schedule that decays to 0 the last part of a run moves
+    little by construction, so this change, not the last-part gain, says whether more training would move a
+    reading.
     ``stable`` (claims with an entry in ``tolerance`` only, given in ``tolerance``): the interval lies within
     +-tolerance, i.e. the longer schedule could not have moved the effect by that much; NaN otherwise.
 
