@@ -4,8 +4,8 @@
 
 For every CSV present in both folders, each numeric column's largest absolute difference, and whether the
 tables are identical; where a rerun covers only some arms or seeds, over the rows both runs hold (matched on
-their key columns, ``shared_rows``). For every table of effects with an interval (``estimate``
-or ``mean_diff`` with ``ci_low``/``ci_high``), whether B's estimate falls inside A's confidence interval and
+their key columns, ``shared_rows``). For every table of effects with an interval (``estimate`` or
+``mean_diff`` with ``ci_low``/``ci_high``), whether B's estimate falls inside A's confidence interval and
 inside A's rerun interval (``rerun_low``/``rerun_high``; where A predates those columns, the confidence
 interval widened by sqrt(2) about its centre: exactly ``analysis.paired_t_interval``'s for a t interval, an
 approximation for a bootstrap one). Per table, how many of B's estimates miss A's rerun intervals, and how
@@ -102,9 +102,8 @@ def coverage_summary(cover: pd.DataFrame, nominal: float = 0.95) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["table", "rows", "in_ci", "in_rerun", "rerun_misses", "p_at_least_misses"])
 
 
-def _record(folder: Path, other: Path) -> str:
-    """The run records of the notebooks both folders hold (a folder may hold other notebooks' records too)."""
-    shared = sorted({f.name for f in folder.glob("*.run.json")} & {f.name for f in other.glob("*.run.json")})
+def _record(folder: Path, shared: list[str]) -> str:
+    """What ``folder``'s run records named ``shared`` (those both folders hold) say, one line per distinct one."""
     if not shared:
         return "no run record"
     notebooks_of: dict[str, list[str]] = {}  # one description, the notebooks whose records say it
@@ -129,6 +128,7 @@ def main(argv=None) -> int:
     names = sorted({f.name for f in args.a.glob("*.csv")} & {f.name for f in args.b.glob("*.csv")})
     if not names:
         p.error(f"no CSV table is in both {args.a} and {args.b}")
+    records = sorted({f.name for f in args.a.glob("*.run.json")} & {f.name for f in args.b.glob("*.run.json")})
     rows, covered = [], []
     for name in names:  # each table read once, for both comparisons
         a, b, subset = shared_rows(pd.read_csv(args.a / name), pd.read_csv(args.b / name))
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
                                            "a_rerun_low", "a_rerun_high", "in_rerun"])
     summary = coverage_summary(cover) if len(cover) else pd.DataFrame()
     md = (f"# Two runs compared\n\n`python scripts/compare_runs.py {args.a} {args.b}`\n\n"
-          f"- A: {args.a} ({_record(args.a, args.b)})\n- B: {args.b} ({_record(args.b, args.a)})\n\n"
+          f"- A: {args.a} ({_record(args.a, records)})\n- B: {args.b} ({_record(args.b, records)})\n\n"
           + (f"{args.note}\n\n" if args.note else "")
           + f"{int(table['identical'].sum())} of {len(table)} compared columns identical.\n\n"
           + markdown_table(table) + "\n\n## B's effects against A's intervals\n\n"
