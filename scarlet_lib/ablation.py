@@ -1,16 +1,20 @@
 """Figure 3's ablation: the same architecture trained stand-alone as folded (LET-free), linear LET and LET + ReLU.
 
 One run is one (arm, seed); runs are independent, so ``figure3_runs`` trains them in worker processes with
-one thread each (``recipes.run_jobs``), which gives the same numbers whatever the number of processes.
+one thread each (``recipes.run_jobs``), which gives the same numbers whatever the number of processes. With a
+cache folder every run is kept as a cache entry and checkpoints every epoch while it trains, so a rerun reads
+finished runs and continues a killed one from its last epoch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from itertools import islice
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
+from .cache import Cache
 from .data import get_data
 from .evaluation import accuracy
 from .let import fold_network
@@ -18,10 +22,12 @@ from .models import FIGURE3_ARCH
 from .recipes import run_jobs
 from .train import train_standalone
 
-__all__ = ["FIGURE3_ARMS", "Figure3Settings", "figure3_run", "figure3_runs"]
+__all__ = ["FIGURE3_ARMS", "FIGURE3_CODE", "Figure3Settings", "figure3_run", "figure3_runs"]
 
 # arm -> identity_mode of the stand-alone model
 FIGURE3_ARMS = {"folded": "identity", "let": "let", "let_relu": "let_relu"}
+# the modules whose code decides a run's numbers (its cache key)
+FIGURE3_CODE = ("ablation", "models", "blocks", "kernels", "train", "data", "space", "evaluation", "let")
 
 
 @dataclass(frozen=True)
@@ -50,11 +56,13 @@ class Figure3Settings:
                 raise ValueError(f"Figure3Settings.{name} must be a finite number > 0, got {v!r}")
 
 
-def figure3_run(arm: str, seed: int, settings: Figure3Settings) -> tuple[pd.DataFrame, list[dict]]:
+def figure3_run(arm: str, seed: int, settings: Figure3Settings,
+                checkpoint_dir=None) -> tuple[pd.DataFrame, list[dict]]:
     """Train one arm with one seed; return its per-epoch curves and its final held-out accuracy rows.
 
     For the linear-LET arm the trained model is also folded (``let.fold_network``, ``drop`` and ``exact``)
-    and scored again, as rows ``let_folded_drop`` / ``let_folded_exact``.
+    and scored again, as rows ``let_folded_drop`` / ``let_folded_exact``. ``checkpoint_dir``: as in
+    ``train.train_standalone`` (a rerun continues from the last finished epoch).
     """
 
     if arm not in FIGURE3_ARMS:
@@ -63,7 +71,8 @@ def figure3_run(arm: str, seed: int, settings: Figure3Settings) -> tuple[pd.Data
     data = get_data(s.dataset, root=s.data_root or None, image_size=s.image_size, batch_size=s.batch_size, seed=0)
     res = train_standalone(FIGURE3_ARCH, data, epochs=s.epochs, identity_mode=FIGURE3_ARMS[arm], seed=seed,
                            width_mult=s.width, lr=s.lr, steps_per_epoch=s.steps_per_epoch or None,
-                           eval_batches=s.eval_batches or None, device=s.device, progress=False)
+                           eval_batches=s.eval_batches or None, device=s.device, progress=False,
+                           checkpoint_dir=checkpoint_dir)
     curves = res.curves.assign(arm=arm, seed=seed)
     final = [{"arm": arm, "seed": seed, "acc": float(curves["heldout_acc"].iloc[-1])}]
     if arm == "let":
@@ -77,16 +86,38 @@ def figure3_run(arm: str, seed: int, settings: Figure3Settings) -> tuple[pd.Data
     return curves, final
 
 
+def _cached_figure3_run(arm: str, seed: int, settings: Figure3Settings, cache_dir) -> tuple[pd.DataFrame, list[dict]]:
+    """``figure3_run`` kept in (and read from) the ``figure3`` cache entry of its arm, seed and settings."""
+
+    def create(folder: Path, checkpoint_dir: Path):
+        curves, final = figure3_run(arm, seed, settings, checkpoint_dir=checkpoint_dir)
+        curves.to_csv(folder / "curves.csv", index=False)
+        pd.DataFrame(final).to_csv(folder / "final.csv", index=False)
+
+    def read(folder: Path):
+        return (pd.read_csv(folder / "curves.csv", float_precision="round_trip"),
+                pd.read_csv(folder / "final.csv", float_precision="round_trip").to_dict("records"))
+
+    key = {"arm": arm, "seed": int(seed), **asdict(settings)}
+    return Cache("figure3", cache_dir, code_modules=FIGURE3_CODE).load(key, create, read, checkpointed=True)
+
+
 def figure3_runs(settings: Figure3Settings, seeds: Sequence[int], processes: int = 1,
-                 arms: Sequence[str] = tuple(FIGURE3_ARMS)) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every (seed, arm) run, in ``processes`` one-thread workers: ``(curves, final)`` tables."""
+                 arms: Sequence[str] = tuple(FIGURE3_ARMS), cache_dir=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every (seed, arm) run, in ``processes`` one-thread workers: ``(curves, final)`` tables.
+
+    ``cache_dir``: the cache root (``cache.default_cache_root()`` is the suite's) where each run is kept and
+    checkpointed while it trains; None trains every run again and keeps nothing.
+    """
 
     bad = [a for a in arms if a not in FIGURE3_ARMS]
     if bad:
         raise ValueError(f"unknown Figure 3 arm(s) {bad}; accepted: {', '.join(FIGURE3_ARMS)}")
     if not seeds:
         raise ValueError("seeds must name at least one seed")
-    results = run_jobs([(figure3_run, (arm, int(s), settings)) for s in seeds for arm in arms], processes)
+    jobs = [(figure3_run, (arm, int(s), settings)) if cache_dir is None
+            else (_cached_figure3_run, (arm, int(s), settings, cache_dir)) for s in seeds for arm in arms]
+    results = run_jobs(jobs, processes)
     curves = pd.concat([c for c, _ in results], ignore_index=True)
     final = pd.DataFrame([row for _, rows in results for row in rows])
     return curves, final

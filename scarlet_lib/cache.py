@@ -116,16 +116,21 @@ class Cache:
             os.replace(final, aside)  # onto the empty folder just made: atomic
             shutil.rmtree(aside, ignore_errors=True)
 
-    def load(self, params: Mapping[str, Any], create: Callable[[Path], None], read: Callable[[Path], Any]):
-        """``read(folder)`` of the entry, created first if missing; an entry ``read`` fails on is rebuilt once."""
-        folder, created = self.get_or_create(params, create)
+    def load(self, params: Mapping[str, Any], create: Callable[..., None], read: Callable[[Path], Any],
+             checkpointed: bool = False):
+        """``read(folder)`` of the entry, created first if missing; an entry ``read`` fails on is rebuilt once.
+
+        ``checkpointed``: ``create`` takes ``(folder, checkpoint_dir)`` and is run by ``get_or_train``.
+        """
+        make = self.get_or_train if checkpointed else self.get_or_create
+        folder, created = make(params, create)
         try:
             return read(folder)
         except Exception as e:  # any failure to read a file back: the entry is damaged
             if created:
                 raise
             self.discard(params, f"{type(e).__name__}: {e}")
-        return read(self.get_or_create(params, create)[0])
+        return read(make(params, create)[0])
 
     def get_or_create(self, params: Mapping[str, Any], create: Callable[[Path], None]) -> tuple[Path, bool]:
         """The entry's folder, calling ``create(tmp_folder)`` to fill it if missing.
@@ -148,6 +153,17 @@ class Cache:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return final, True
+
+    def get_or_train(self, params: Mapping[str, Any], train: Callable[[Path, Path], None]) -> tuple[Path, bool]:
+        """``get_or_create`` for work that checkpoints: ``train(tmp_folder, checkpoint_dir)`` fills the entry.
+
+        ``checkpoint_dir`` is a stable ``.partial-<key>`` folder beside the entry, kept until the entry is
+        complete, so a run killed at any point continues from its last checkpoint when asked again.
+        """
+        partial = self.path(params).with_name(f".partial-{self.path(params).name}")
+        folder, created = self.get_or_create(params, lambda tmp: train(tmp, partial))
+        shutil.rmtree(partial, ignore_errors=True)
+        return folder, created
 
 
 def cost_table(root: str | os.PathLike | None = None, **kwargs):
@@ -235,24 +251,19 @@ def _check_recipe(recipe):
 def _train_into_cache(recipe, device: str, cache_dir, progress: bool = False) -> str:
     """Train ``recipe`` into its cache entry unless present; returns the entry's folder.
 
-    Checkpoints go to a stable ``.partial-<key>`` folder beside the entry, so a run killed mid-training
-    continues from its last finished epoch when asked again.
+    Training checkpoints every epoch (``Cache.get_or_train``), so a run killed mid-training continues from
+    its last finished epoch when asked again.
     """
     import torch
 
-    cache = _supernet_cache(cache_dir)
-    key = _supernet_key(recipe, device)
-    partial = cache.path(key).with_name(f".partial-{cache.path(key).name}")
-
-    def create(folder: Path):
-        result = train_recipe(recipe, device=device, checkpoint_dir=partial, progress=progress)
+    def create(folder: Path, checkpoint_dir: Path):
+        result = train_recipe(recipe, device=device, checkpoint_dir=checkpoint_dir, progress=progress)
         result.save(folder)
         net = result.supernet
         torch.save({"model": net.state_dict(), "num_classes": net.num_classes, "small_input": net.small_input},
                    folder / "supernet.pt")
 
-    folder, _ = cache.get_or_create(key, create)
-    shutil.rmtree(partial, ignore_errors=True)
+    folder, _ = _supernet_cache(cache_dir).get_or_train(_supernet_key(recipe, device), create)
     return str(folder)
 
 

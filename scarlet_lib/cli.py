@@ -155,9 +155,10 @@ def _run(a: argparse.Namespace, recipe) -> int:
         torch.set_num_threads(a.threads)
     ctx, device = init_from_env(a.device)
     holdout = None if a.holdout is None else (int(a.holdout) if a.holdout >= 1 else a.holdout)
+    heldout_images = (a.eval_images if a.command == "supernet" else None) or 2000  # stand-alone: no --eval-images
     data = get_data(a.dataset, root=a.root, image_size=a.image_size, batch_size=a.batch_size, holdout=holdout,
                     seed=a.seed, stream=a.stream, download=a.download, num_workers=a.workers,
-                    **({"num_train": a.num_train, "difficulty": a.difficulty, "num_heldout": a.eval_images or 2000,
+                    **({"num_train": a.num_train, "difficulty": a.difficulty, "num_heldout": heldout_images,
                         "stream_labels": a.stream_labels} if a.dataset == "gratings" else {}))
     progress = not a.no_progress
     if a.command == "supernet":

@@ -125,14 +125,16 @@ def _train_standalone_into_cache(recipe, arch: str, seed: int, settings: Standal
     arch = Architecture.parse(arch)
     cache = Cache("standalone", cache_dir or None, code_modules=STANDALONE_CODE)
 
-    def create(folder):
+    def create(folder, checkpoint_dir):
         result = train_standalone(arch, standalone_data(recipe), epochs=settings.epochs, identity_mode="identity",
                                   seed=seed, recipe="sgd", width_mult=recipe.width, lr=settings.lr,
-                                  steps_per_epoch=settings.steps_per_epoch or None, device=device, progress=False)
+                                  steps_per_epoch=settings.steps_per_epoch or None, device=device, progress=False,
+                                  checkpoint_dir=checkpoint_dir)
         result.save(folder)
         torch.save(result.model.state_dict(), folder / "model.pt")
 
-    folder, _ = cache.get_or_create(_standalone_key(recipe, arch, seed, settings, device), create)
+    # checkpoints every epoch: a run killed mid-training continues when asked again
+    folder, _ = cache.get_or_train(_standalone_key(recipe, arch, seed, settings, device), create)
     return str(folder)
 
 
