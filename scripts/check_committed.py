@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -95,6 +96,19 @@ def check_standalone(folder: Path, model: str, cache_dir) -> dict:
                     time.time() - started)
 
 
+def _without_note(argv: list[str]) -> list[str]:
+    """The command line as typed, less ``--note`` and its text (written below it instead)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--note":
+            skip = True
+        elif not a.startswith("--note="):
+            out.append(a)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folder", type=Path, help="a folder of committed run tables, e.g. figures")
@@ -102,6 +116,7 @@ def main(argv=None) -> int:
     p.add_argument("--standalone", nargs="*", default=[], metavar="MODEL")
     p.add_argument("--cache-dir", default=None, help="where the retrained runs are kept (default: runs/cache)")
     p.add_argument("--out", type=Path, default=None, help="write <out>.csv and <out>.md")
+    p.add_argument("--note", default="", help="how the runs were made, written into <out>.md")
     args = p.parse_args(argv)
     if not args.folder.is_dir():
         p.error(f"{args.folder} is not a folder of run tables")
@@ -116,10 +131,11 @@ def main(argv=None) -> int:
     table = pd.DataFrame(rows, columns=COLUMNS)
     now = artifacts.versions()
     lines = ["# Committed scores retrained with the current code\n",
-             f"`python scripts/check_committed.py {' '.join(sys.argv[1:]) if argv is None else ' '.join(argv)}`\n",
+             f"`python scripts/check_committed.py {shlex.join(_without_note(sys.argv[1:] if argv is None else argv))}`\n",
              "- this run: " + ", ".join(f"{k} {now.get(k)}" for k in RECORD_KEYS)]
     lines += [f"- committed {nb}: " + ", ".join(f"{k} {r['versions'].get(k)}" for k in RECORD_KEYS)
               for nb, r in records.items()]
+    lines += [f"\n{args.note}"] if args.note else []
     lines += ["", f"{int(table.identical.sum())} of {int(table.matched.sum())} scores identical.", "",
               artifacts.markdown_table(table)]
     md = "\n".join(lines) + "\n"
