@@ -19,6 +19,7 @@ from .data import get_data
 from .evaluation import accuracy
 from .let import fold_network
 from .models import FIGURE3_ARCH
+from .ranking import STANDALONE_CODE
 from .recipes import run_jobs
 from .train import train_standalone
 
@@ -26,8 +27,8 @@ __all__ = ["FIGURE3_ARMS", "FIGURE3_CODE", "Figure3Settings", "figure3_run", "fi
 
 # arm -> identity_mode of the stand-alone model
 FIGURE3_ARMS = {"folded": "identity", "let": "let", "let_relu": "let_relu"}
-# the modules whose code decides a run's numbers (its cache key)
-FIGURE3_CODE = ("ablation", "models", "blocks", "kernels", "train", "data", "space", "evaluation", "let")
+# the modules whose code decides a run's numbers (its cache key): a stand-alone run's, plus the folding here
+FIGURE3_CODE = STANDALONE_CODE + ("ablation", "let")
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,8 @@ class Cache:
         ``checkpoint_dir`` is a stable ``.partial-<key>`` folder beside the entry, kept until the entry is
         complete, so a run killed at any point continues from its last checkpoint when asked again.
         """
-        partial = self.path(params).with_name(f".partial-{self.path(params).name}")
+        final = self.path(params)
+        partial = final.with_name(f".partial-{final.name}")
         folder, created = self.get_or_create(params, lambda tmp: train(tmp, partial))
         shutil.rmtree(partial, ignore_errors=True)
         return folder, created

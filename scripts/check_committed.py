@@ -61,10 +61,11 @@ def parse_supernet(spec: str) -> tuple[str, str, int]:
     return arm, mode, seed
 
 
-def check_supernet(folder: Path, spec: str, cache_dir) -> dict:
-    """Retrain notebook 2's supernet ``ARM:MODE:SEED`` and compare its path scores with the committed ones."""
+def check_supernet(folder: Path, spec: str, params: dict, cache_dir) -> dict:
+    """Retrain notebook 2's supernet ``ARM:MODE:SEED`` (``params``: its run record's) and compare its path scores
+    with the committed ones."""
     arm, mode, seed = parse_supernet(spec)
-    base = SupernetRecipe.from_params(_record(folder, "02_supernet_stability")["parameters"])
+    base = SupernetRecipe.from_params(params)
     committed = pd.read_csv(folder / "02_oneshot_scores.csv")
     committed = committed[(committed.arm == arm) & (committed.identity_mode == mode) & (committed.seed == seed)]
     if committed.empty:
@@ -76,9 +77,9 @@ def check_supernet(folder: Path, spec: str, cache_dir) -> dict:
                     time.time() - started)
 
 
-def check_standalone(folder: Path, model: str, cache_dir) -> dict:
-    """Retrain notebook 8's stand-alone ``model`` (every stand-alone seed) and compare its held-out scores."""
-    params = _record(folder, "08_ranking_fidelity")["parameters"]
+def check_standalone(folder: Path, model: str, params: dict, cache_dir) -> dict:
+    """Retrain notebook 8's stand-alone ``model`` (every stand-alone seed; ``params``: its run record's) and
+    compare its held-out scores."""
     committed = pd.read_csv(folder / "08_models.csv")
     committed = committed[(committed.source == "standalone") & (committed.model == model)]
     if committed.empty:
@@ -126,8 +127,10 @@ def main(argv=None) -> int:
         parse_supernet(spec)
     notebooks = (["02_supernet_stability"] if args.supernet else []) + (["08_ranking_fidelity"] if args.standalone else [])
     records = {nb: _record(args.folder, nb) for nb in notebooks}  # every record read before any training
-    rows = [check_supernet(args.folder, s, args.cache_dir) for s in args.supernet]
-    rows += [check_standalone(args.folder, m, args.cache_dir) for m in args.standalone]
+    rows = [check_supernet(args.folder, s, records["02_supernet_stability"]["parameters"], args.cache_dir)
+            for s in args.supernet]
+    rows += [check_standalone(args.folder, m, records["08_ranking_fidelity"]["parameters"], args.cache_dir)
+             for m in args.standalone]
     table = pd.DataFrame(rows, columns=COLUMNS)
     now = artifacts.versions()
     lines = ["# Committed scores retrained with the current code\n",
